@@ -1,0 +1,99 @@
+//! Applies a plugin's own migrations (from its `migrations` export) into its schema, as its
+//! role, each version once. The record of what ran lives in the plugin's schema, so the
+//! plugin's tables and their history move together.
+
+use super::provision::{connect_options, PluginIdentity};
+use crate::config::Limits;
+use crate::runtime::bindings::migrations::Migration;
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, Executor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("migration versions must be unique and ascending; version {0} is out of order")]
+    Order(u32),
+    #[error("migration {version} ({name}) was applied with different SQL; applied migrations must never change, add a new version instead")]
+    Changed { version: u32, name: String },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Failed {
+        version: u32,
+        name: String,
+        source: sqlx::Error,
+    },
+    #[error("could not reach the plugin's schema: {0}")]
+    Connect(#[source] sqlx::Error),
+}
+
+fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+/// Returns how many migrations were newly applied.
+pub async fn apply(
+    admin_options: &PgConnectOptions,
+    id: &PluginIdentity,
+    limits: &Limits,
+    migrations: &[Migration],
+) -> Result<usize, MigrationError> {
+    for pair in migrations.windows(2) {
+        if pair[1].version <= pair[0].version {
+            return Err(MigrationError::Order(pair[1].version));
+        }
+    }
+    let mut conn = sqlx::PgConnection::connect_with(&connect_options(admin_options, id, limits))
+        .await
+        .map_err(MigrationError::Connect)?;
+    let mut tx = conn.begin().await.map_err(MigrationError::Connect)?;
+    // Two hosts loading the same plugin: the second waits, then finds everything applied.
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.migrations'))")
+        .await
+        .map_err(MigrationError::Connect)?;
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS _eventhost_migrations (
+             version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(MigrationError::Connect)?;
+    let applied: Vec<(i32, String)> =
+        sqlx::query_as("SELECT version, checksum FROM _eventhost_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(MigrationError::Connect)?;
+    let mut newly = 0;
+    for m in migrations {
+        let sum = checksum(&m.sql);
+        match applied.iter().find(|(v, _)| *v as u32 == m.version) {
+            Some((_, s)) if *s == sum => continue,
+            Some(_) => {
+                return Err(MigrationError::Changed {
+                    version: m.version,
+                    name: m.name.clone(),
+                })
+            }
+            None => {}
+        }
+        let failed = |source| MigrationError::Failed {
+            version: m.version,
+            name: m.name.clone(),
+            source,
+        };
+        sqlx::raw_sql(&m.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        sqlx::query(
+            "INSERT INTO _eventhost_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version as i32)
+        .bind(&m.name)
+        .bind(&sum)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        newly += 1;
+    }
+    tx.commit().await.map_err(MigrationError::Connect)?;
+    Ok(newly)
+}

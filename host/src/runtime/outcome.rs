@@ -1,0 +1,67 @@
+//! How an invocation ended, in the terms the dispatcher acts on.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The handler succeeded and its effects are committed.
+    Ok,
+    /// The handler asked to be retried later; nothing was committed.
+    Retryable(String),
+    /// The handler declared the event impossible; nothing was committed.
+    Permanent(String),
+    /// The host stopped or lost the invocation; nothing was committed. Retried like
+    /// `Retryable`, since a deadline or a crash may not recur.
+    Aborted(Abort),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Abort {
+    /// The plugin trapped (a Rust panic is an `unreachable` trap).
+    Trap(String),
+    /// A sandbox limit stopped it (cpu time, memory, table).
+    Limit(String),
+    /// The wall-clock deadline passed, possibly while it waited on a host call.
+    Deadline(String),
+    /// The host could not run or commit it (database unreachable, commit failed).
+    Host(String),
+}
+
+impl Outcome {
+    /// `ok`, `retryable` or `permanent`: the three classes a fixture expects.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Permanent(_) => "permanent",
+            Self::Retryable(_) | Self::Aborted(_) => "retryable",
+        }
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Self::Ok => None,
+            Self::Retryable(r) | Self::Permanent(r) => Some(r.clone()),
+            Self::Aborted(a) => Some(a.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Abort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Trap(m) => write!(f, "plugin trapped: {m}"),
+            Self::Limit(m) => write!(f, "{m}"),
+            Self::Deadline(m) => write!(f, "{m}"),
+            Self::Host(m) => write!(f, "host error: {m}"),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reason() {
+            None => f.write_str(self.class()),
+            Some(reason) => write!(f, "{}: {reason}", self.class()),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Loading a plugin: compile once, check the contract version, pre-instantiate, give it a
+//! database identity, ask it for its subscriptions and migrations, apply those.
+
+use super::bindings::{handler, migrations, reader};
+use super::version::{self, VersionError};
+use super::{Outcome, PluginName, Runtime};
+use crate::capabilities::db::migrate::{self, MigrationError};
+use crate::capabilities::db::provision::{self, PluginIdentity, ProvisionError};
+use crate::capabilities::HostState;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use std::path::Path;
+use wasmtime::component::{Component, InstancePre};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("not a valid WebAssembly component: {0:#}")]
+    Compile(wasmtime::Error),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error("the component needs imports this host does not provide (plugins may import only eventhost:plugin and wasi:*): {0:#}")]
+    Link(wasmtime::Error),
+    #[error("the component's exports do not match this host's eventhost:plugin contract: {0:#}")]
+    Exports(wasmtime::Error),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error("the plugin failed while reporting its subscriptions and migrations: {0}")]
+    Init(Outcome),
+    #[error("invalid subscription {pattern:?}: {reason}")]
+    Subscription { pattern: String, reason: String },
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NameError(String);
+
+/// A loaded, ready plugin. Invocations (see `invoke.rs`) each get a fresh store.
+pub struct Plugin {
+    pub(super) name: PluginName,
+    pub(super) runtime: Runtime,
+    pub(super) identity: PluginIdentity,
+    pub(super) pool: PgPool,
+    pub(super) pre: InstancePre<HostState>,
+    pub(super) handler: handler::GuestIndices,
+    pub(super) migrations: migrations::GuestIndices,
+    pub(super) reader: Option<reader::GuestIndices>,
+    subscriptions: Vec<String>,
+    digest: String,
+}
+
+impl Plugin {
+    pub fn name(&self) -> &PluginName {
+        &self.name
+    }
+
+    /// Routing-key patterns, as the plugin declared them at load.
+    pub fn subscriptions(&self) -> &[String] {
+        &self.subscriptions
+    }
+
+    pub fn has_reader(&self) -> bool {
+        self.reader.is_some()
+    }
+
+    /// SHA-256 of the `.wasm` file: tells two versions of a plugin apart.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The PostgreSQL schema holding the plugin's tables.
+    pub fn schema(&self) -> &str {
+        &self.identity.schema
+    }
+
+    pub fn role(&self) -> &str {
+        &self.identity.role
+    }
+}
+
+impl Runtime {
+    /// Loads `path`, naming the plugin after the file (`user_stats.wasm` → `user-stats`).
+    pub async fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let name = PluginName::parse(stem).map_err(NameError)?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+        self.load(name, &bytes).await
+    }
+
+    pub async fn load(&self, name: PluginName, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        let shared = &self.inner;
+        let digest = hex::encode(Sha256::digest(bytes));
+        // Cranelift is CPU-bound for up to seconds: keep it off the async workers.
+        let engine = shared.engine.clone();
+        let owned = bytes.to_vec();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
+            .await
+            .map_err(|e| LoadError::Compile(wasmtime::Error::msg(e.to_string())))?
+            .map_err(LoadError::Compile)?;
+        version::check(&component, &shared.engine)?;
+        let pre = shared
+            .linker
+            .instantiate_pre(&component)
+            .map_err(LoadError::Link)?;
+        let handler = handler::GuestIndices::new(&pre).map_err(LoadError::Exports)?;
+        let migrations = migrations::GuestIndices::new(&pre).map_err(LoadError::Exports)?;
+        let reader = reader::GuestIndices::new(&pre).ok();
+
+        let identity = PluginIdentity::new(&name, &shared.database, &shared.role_secret);
+        provision::provision(&shared.admin_pool, &identity, &shared.limits).await?;
+        let pool = provision::plugin_pool(&shared.admin_options, &identity, &shared.limits);
+        let mut plugin = Plugin {
+            name,
+            runtime: self.clone(),
+            identity,
+            pool,
+            pre,
+            handler,
+            migrations,
+            reader,
+            subscriptions: Vec::new(),
+            digest,
+        };
+        let (subscriptions, migrations) = plugin.describe().await.map_err(LoadError::Init)?;
+        for pattern in &subscriptions {
+            check_pattern(pattern)?;
+        }
+        if subscriptions.is_empty() {
+            return Err(LoadError::Subscription {
+                pattern: String::new(),
+                reason: "the plugin subscribes to nothing".into(),
+            });
+        }
+        plugin.subscriptions = subscriptions;
+        let applied = migrate::apply(
+            &shared.admin_options,
+            &plugin.identity,
+            &shared.limits,
+            &migrations,
+        )
+        .await?;
+        tracing::info!(
+            plugin = %plugin.name, schema = %plugin.identity.schema, migrations_applied = applied,
+            subscriptions = ?plugin.subscriptions, read_hook = plugin.reader.is_some(), "plugin loaded"
+        );
+        Ok(plugin)
+    }
+}
+
+/// AMQP topic patterns: dot-separated words of letters, digits, `-` and `_`, or `*` / `#`.
+fn check_pattern(pattern: &str) -> Result<(), LoadError> {
+    let bad = |reason: &str| LoadError::Subscription {
+        pattern: pattern.to_string(),
+        reason: reason.into(),
+    };
+    if pattern.is_empty() || pattern.len() > 255 {
+        return Err(bad("must be 1 to 255 characters"));
+    }
+    for word in pattern.split('.') {
+        let ok = word == "*"
+            || word == "#"
+            || (!word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        if !ok {
+            return Err(bad(
+                "each dot-separated word must be `*`, `#`, or letters, digits, `-`, `_`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns() {
+        for ok in ["#", "user.*", "user.#", "bid.placed", "a-b.c_d"] {
+            assert!(check_pattern(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "user.", "user..x", "us er", "user.*x"] {
+            assert!(check_pattern(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plugin_names() {
+        assert_eq!(
+            PluginName::parse("user_stats").unwrap().as_str(),
+            "user-stats"
+        );
+        assert!(PluginName::parse("User").is_err());
+        assert!(PluginName::parse("../etc").is_err());
+        assert!(PluginName::parse("").is_err());
+    }
+}

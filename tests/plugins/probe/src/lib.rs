@@ -1,0 +1,78 @@
+//! A test plugin that misbehaves on request. The event type picks the behaviour; `data`
+//! carries the SQL for the `sql` case. No read hook: it also proves that hook is optional.
+
+wit_bindgen::generate!({ world: "handler-plugin", path: "../../../wit" });
+
+use eventhost::plugin::db::{execute, query, Value};
+use exports::eventhost::plugin::handler::{Event, HandlerError};
+use exports::eventhost::plugin::migrations::Migration;
+
+struct Probe;
+
+impl exports::eventhost::plugin::handler::Guest for Probe {
+    fn subscriptions() -> Vec<String> {
+        vec!["probe.#".into()]
+    }
+
+    fn handle(event: Event) -> Result<(), HandlerError> {
+        match event.type_.as_str() {
+            "probe.noop" => Ok(()),
+            "probe.insert" => {
+                execute(
+                    "INSERT INTO notes (event_id) VALUES ($1)",
+                    &[Value::Uuid(event.id)],
+                )
+                .map_err(|e| HandlerError::Retryable(e.message))?;
+                Ok(())
+            }
+            "probe.retry" => Err(HandlerError::Retryable("asked to retry".into())),
+            "probe.permanent" => Err(HandlerError::Permanent("asked to fail".into())),
+            "probe.loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "probe.memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "probe.panic" => panic!("probe asked to panic"),
+            // Writes a note, then runs the SQL in `data`: ok only if that SQL succeeded.
+            "probe.sql" => {
+                execute(
+                    "INSERT INTO notes (event_id) VALUES ($1)",
+                    &[Value::Uuid(event.id)],
+                )
+                .map_err(|e| HandlerError::Retryable(e.message))?;
+                query(&event.data, &[])
+                    .map(|_| ())
+                    .map_err(|e| HandlerError::Permanent(format!("{}: {}", e.code, e.message)))
+            }
+            // Lifts the statement timeout it was given, then sleeps far past any deadline.
+            "probe.sleep" => {
+                execute("SET statement_timeout = 0", &[])
+                    .map_err(|e| HandlerError::Permanent(e.message))?;
+                query("SELECT pg_sleep(3600)", &[])
+                    .map(|_| ())
+                    .map_err(|e| HandlerError::Permanent(format!("{}: {}", e.code, e.message)))
+            }
+            other => Err(HandlerError::Permanent(format!("unknown probe {other}"))),
+        }
+    }
+}
+
+impl exports::eventhost::plugin::migrations::Guest for Probe {
+    fn migrations() -> Vec<Migration> {
+        vec![Migration {
+            version: 1,
+            name: "notes".into(),
+            sql: "CREATE TABLE notes (event_id uuid PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())"
+                .into(),
+        }]
+    }
+}
+
+export!(Probe);
