@@ -40,16 +40,23 @@ impl exports::eventhost::plugin::handler::Guest for Probe {
                 }
             }
             "probe.panic" => panic!("probe asked to panic"),
-            // Writes a note, then runs the SQL in `data`: ok only if that SQL succeeded.
+            // Writes a note, then runs each statement of `data` (a JSON list of SQL
+            // strings) in order: ok only if all succeeded, else the first failure's SQLSTATE.
             "probe.sql" => {
                 execute(
                     "INSERT INTO notes (event_id) VALUES ($1)",
                     &[Value::Uuid(event.id)],
                 )
                 .map_err(|e| HandlerError::Retryable(e.message))?;
-                query(&event.data, &[])
-                    .map(|_| ())
-                    .map_err(|e| HandlerError::Permanent(format!("{}: {}", e.code, e.message)))
+                let statements: Vec<String> = serde_json::from_str(&event.data).map_err(|e| {
+                    HandlerError::Permanent(format!("data must be a list of SQL strings: {e}"))
+                })?;
+                for sql in statements {
+                    query(&sql, &[]).map_err(|e| {
+                        HandlerError::Permanent(format!("{}: {}", e.code, e.message))
+                    })?;
+                }
+                Ok(())
             }
             // Lifts the statement timeout it was given, then sleeps far past any deadline.
             "probe.sleep" => {

@@ -1,0 +1,106 @@
+//! Test world: every test gets its own throwaway database on the real PostgreSQL, the
+//! host migrated into it, and a runtime; plugins come from the wasm32-wasip2 build.
+
+#![allow(dead_code)]
+
+use eventhost::config::{AuthBackend, Limits};
+use eventhost::fixtures::ScratchDatabase;
+use eventhost::runtime::{Plugin, Runtime, RuntimeSettings};
+use sqlx::PgPool;
+use std::path::PathBuf;
+
+pub struct TestHost {
+    pub pool: PgPool,
+    pub runtime: Runtime,
+    scratch: ScratchDatabase,
+}
+
+pub fn server_url() -> String {
+    std::env::var("EVENTHOST_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Where `scripts/build-plugins.sh` (or `cargo build --target wasm32-wasip2 --release`)
+/// put the components.
+pub fn plugin_path(file_stem: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{file_stem}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first (scripts/build-plugins.sh)",
+        path.display()
+    );
+    path
+}
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}
+
+impl TestHost {
+    pub async fn start(limits: Limits, auth: AuthBackend) -> Self {
+        let scratch = ScratchDatabase::create(&server_url(), "eventhost_test")
+            .await
+            .expect(
+                "create a scratch database (is PostgreSQL running? scripts/services.sh starts it)",
+            );
+        let pool = eventhost::database::connect(&scratch.url, 8)
+            .await
+            .expect("connect");
+        eventhost::database::migrate(&pool)
+            .await
+            .expect("host migrations");
+        let settings = RuntimeSettings {
+            limits,
+            auth,
+            admin_pool: pool.clone(),
+            role_secret: scratch.url.clone(),
+        };
+        let runtime = Runtime::new(settings).expect("runtime");
+        Self {
+            pool,
+            runtime,
+            scratch,
+        }
+    }
+
+    pub async fn default() -> Self {
+        Self::start(Limits::default(), AuthBackend::Postgres).await
+    }
+
+    pub async fn load(&self, file_stem: &str) -> Plugin {
+        self.runtime
+            .load_file(&plugin_path(file_stem))
+            .await
+            .expect("plugin loads")
+    }
+
+    pub async fn stop(self) {
+        self.pool.close().await;
+        self.scratch
+            .drop_now()
+            .await
+            .expect("drop the scratch database");
+    }
+}
+
+/// A structured CloudEvent with a fresh id.
+pub fn event(event_type: &str, subject: &str, data: serde_json::Value) -> eventhost::Event {
+    eventhost::Event::from_json(serde_json::json!({
+        "specversion": "1.0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "source": "tests",
+        "type": event_type,
+        "time": "2026-11-23T10:00:00Z",
+        "subject": subject,
+        "aggregatetype": event_type.split('.').next().unwrap_or("test"),
+        "data": data,
+    }))
+    .expect("valid test event")
+}
