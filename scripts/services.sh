@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Makes sure PostgreSQL is installed, running and reachable on 127.0.0.1:5432 without a
+# password (as on this machine kind); installs it from Debian's packages when missing.
+set -euo pipefail
+say() { printf '[services] %s\n' "$*"; }
+
+pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+  say "PostgreSQL is not installed: installing Debian's postgresql package"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  # Local, password-less TCP access for the test and dev commands, as on this machine kind.
+  hba=/etc/postgresql/$version/main/pg_hba.conf
+  sed -i -E 's/^(host\s+all\s+all\s+127\.0\.0\.1\/32\s+)\S+/\1trust/; s/^(host\s+all\s+all\s+::1\/128\s+)\S+/\1trust/' "$hba"
+  say "PostgreSQL $version installed; 127.0.0.1 connections trusted"
+fi
+
+if pg_ready; then
+  say "PostgreSQL is running on 127.0.0.1:5432"
+else
+  say "PostgreSQL is down: starting it"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start || true
+  for _ in $(seq 1 60); do pg_ready && break; sleep 0.5; done
+  pg_ready || { say "PostgreSQL did not come up on 127.0.0.1:5432"; exit 1; }
+  say "PostgreSQL started"
+fi

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: services up, plugins built, then the whole suite (unit, integration
+# and sandbox tests against the real PostgreSQL).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/services.sh
+bash scripts/build-plugins.sh
+echo "[test] cargo test -p eventhost (host library, CLI, fixtures and sandbox tests)"
+cargo test -p eventhost --locked "$@"
+echo "[test] all tests passed"
