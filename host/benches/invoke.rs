@@ -1,1 +1,162 @@
-fn main() {}
+//! Cost of one plugin invocation, next to its baselines in the same process:
+//!
+//! * `raw wasmtime`: new store + instantiate from the same `InstancePre`'s component + one
+//!   `handle` call, with no host state at all: what wasmtime alone costs;
+//! * `eventhost, no SQL`: `Plugin::handle` on a handler that returns at once: the same,
+//!   plus everything eventhost adds (host state, WASI context, limits, deadline, outcome);
+//! * `native SQL` vs `eventhost SQL`: one INSERT in its own transaction, from a native Rust
+//!   function on a pooled connection vs from the plugin through the `db` import.
+//!
+//! Rounds alternate the variants so drift on a shared machine hits all alike; each figure
+//! is the median over all invocations. Run: `bash scripts/bench.sh`.
+
+use eventhost::config::{AuthBackend, Limits};
+use eventhost::fixtures::ScratchDatabase;
+use eventhost::runtime::bindings::{handler, types};
+use eventhost::runtime::{Runtime, RuntimeSettings};
+use eventhost::{Event, Outcome};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker};
+use wasmtime::Store;
+
+const ROUNDS: usize = 15;
+const PER_ROUND: usize = 400;
+const SQL_PER_ROUND: usize = 100;
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn probe_event(event_type: &str) -> Event {
+    // About 300 bytes of JSON data, like a user.created payload.
+    Event::from_json(serde_json::json!({
+        "specversion": "1.0", "id": uuid::Uuid::new_v4().to_string(), "source": "bench",
+        "type": event_type, "time": "2026-11-23T10:00:00Z", "subject": "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b",
+        "aggregatetype": "probe",
+        "data": { "userId": "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b", "email": "john.doe@example.com",
+                  "firstName": "John", "lastName": "Doe", "role": "doctor", "isActive": true,
+                  "phoneNumber": "+263 77 123 4567", "mustChangePassword": false,
+                  "createdAt": "2026-11-23T09:59:58Z", "note": "a payload of roughly three hundred bytes" }
+    }))
+    .expect("bench event")
+}
+
+fn wit_event(event: &Event) -> types::Event {
+    types::Event {
+        id: event.id.to_string(),
+        source: event.source.clone(),
+        type_: event.event_type.clone(),
+        time: event.time.to_rfc3339(),
+        subject: event.subject.clone(),
+        aggregate_type: event.aggregate_type.clone(),
+        schema_version: event.schema_version,
+        data: event.data.to_string(),
+        headers: event.headers.clone(),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let server = std::env::var("EVENTHOST_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
+    let wasm_path = format!("{target}/wasm32-wasip2/release/probe.wasm");
+    let wasm = std::fs::read(&wasm_path).map_err(|e| anyhow::anyhow!("{wasm_path}: {e} (run scripts/build-plugins.sh)"))?;
+
+    let scratch = ScratchDatabase::create(&server, "eventhost_bench").await?;
+    let pool = eventhost::database::connect(&scratch.url, 8).await?;
+    eventhost::database::migrate(&pool).await?;
+    let runtime = Runtime::new(RuntimeSettings {
+        limits: Limits::default(),
+        auth: AuthBackend::Postgres,
+        admin_pool: pool.clone(),
+        role_secret: scratch.url.clone(),
+    })?;
+    let plugin = runtime.load(eventhost::PluginName::parse("probe").map_err(anyhow::Error::msg)?, &wasm).await?;
+
+    // Raw wasmtime: same engine and component, imports stubbed (the no-op handler calls none).
+    let engine = runtime.engine().clone();
+    let component = Component::new(&engine, &wasm)?;
+    let mut linker: Linker<()> = Linker::new(&engine);
+    linker.define_unknown_imports_as_traps(&component)?;
+    let raw_pre = linker.instantiate_pre(&component)?;
+    let raw_indices = handler::GuestIndices::new(&raw_pre)?;
+
+    sqlx::raw_sql("CREATE TABLE native_notes (event_id uuid PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())")
+        .execute(&pool)
+        .await?;
+
+    let noop = probe_event("probe.noop");
+    let noop_wit = wit_event(&noop);
+    let (mut raw, mut host, mut native, mut wasm_sql) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..=ROUNDS {
+        let warmup = round == 0;
+        for _ in 0..PER_ROUND {
+            let t = Instant::now();
+            let mut store = Store::new(&engine, ());
+            store.set_epoch_deadline(u64::MAX / 2);
+            let instance = raw_pre.instantiate_async(&mut store).await?;
+            let guest = raw_indices.load(&mut store, &instance)?;
+            guest.call_handle(&mut store, &noop_wit).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            drop(store);
+            if !warmup {
+                raw.push(t.elapsed());
+            }
+        }
+        for _ in 0..PER_ROUND {
+            let t = Instant::now();
+            let invocation = plugin.handle(&noop).await;
+            anyhow::ensure!(invocation.outcome == Outcome::Ok, "{:?}", invocation.outcome);
+            if !warmup {
+                host.push(t.elapsed());
+            }
+        }
+        for _ in 0..SQL_PER_ROUND {
+            let id = uuid::Uuid::new_v4();
+            let t = Instant::now();
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO native_notes (event_id) VALUES ($1)").bind(id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            if !warmup {
+                native.push(t.elapsed());
+            }
+        }
+        for _ in 0..SQL_PER_ROUND {
+            let event = probe_event("probe.insert");
+            let t = Instant::now();
+            let invocation = plugin.handle(&event).await;
+            anyhow::ensure!(invocation.outcome == Outcome::Ok, "{:?}", invocation.outcome);
+            if !warmup {
+                wasm_sql.push(t.elapsed());
+            }
+        }
+    }
+    let (raw, host, native, wasm_sql) = (median(&mut raw), median(&mut host), median(&mut native), median(&mut wasm_sql));
+    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM plugin_probe.notes").fetch_one(&pool).await?;
+    anyhow::ensure!(notes as usize == ROUNDS * SQL_PER_ROUND + SQL_PER_ROUND, "plugin inserts missing: {notes}");
+
+    println!("machine: {} cores; {ROUNDS} rounds (+1 warm-up), medians", std::thread::available_parallelism()?);
+    println!("| path | median per event | vs baseline |");
+    println!("|---|---|---|");
+    println!("| raw wasmtime: new store + instantiate + call | {:.1} µs | baseline |", micros(raw));
+    println!(
+        "| eventhost, no SQL: Plugin::handle (no-op handler) | {:.1} µs | +{:.1} µs |",
+        micros(host),
+        micros(host) - micros(raw)
+    );
+    println!("| native Rust: BEGIN, INSERT, COMMIT | {:.1} µs | baseline |", micros(native));
+    println!(
+        "| eventhost: handler does the same INSERT via db.execute, commit | {:.1} µs | {:.1}% |",
+        micros(wasm_sql),
+        (wasm_sql.as_secs_f64() / native.as_secs_f64() - 1.0) * 100.0
+    );
+    pool.close().await;
+    drop(plugin);
+    scratch.drop_now().await?;
+    Ok(())
+}
