@@ -46,27 +46,15 @@ fn probe_event(event_type: &str) -> Event {
     .expect("bench event")
 }
 
-fn wit_event(event: &Event) -> types::Event {
-    types::Event {
-        id: event.id.to_string(),
-        source: event.source.clone(),
-        type_: event.event_type.clone(),
-        time: event.time.to_rfc3339(),
-        subject: event.subject.clone(),
-        aggregate_type: event.aggregate_type.clone(),
-        schema_version: event.schema_version,
-        data: event.data.to_string(),
-        headers: event.headers.clone(),
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let server = std::env::var("EVENTHOST_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
     let wasm_path = format!("{target}/wasm32-wasip2/release/probe.wasm");
-    let wasm = std::fs::read(&wasm_path).map_err(|e| anyhow::anyhow!("{wasm_path}: {e} (run scripts/build-plugins.sh)"))?;
+    let wasm = std::fs::read(&wasm_path)
+        .map_err(|e| anyhow::anyhow!("{wasm_path}: {e} (run scripts/build-plugins.sh)"))?;
 
     let scratch = ScratchDatabase::create(&server, "eventhost_bench").await?;
     let pool = eventhost::database::connect(&scratch.url, 8).await?;
@@ -77,7 +65,12 @@ async fn main() -> anyhow::Result<()> {
         admin_pool: pool.clone(),
         role_secret: scratch.url.clone(),
     })?;
-    let plugin = runtime.load(eventhost::PluginName::parse("probe").map_err(anyhow::Error::msg)?, &wasm).await?;
+    let plugin = runtime
+        .load(
+            eventhost::PluginName::parse("probe").map_err(anyhow::Error::msg)?,
+            &wasm,
+        )
+        .await?;
 
     // Raw wasmtime: same engine and component, imports stubbed (the no-op handler calls none).
     let engine = runtime.engine().clone();
@@ -92,8 +85,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     let noop = probe_event("probe.noop");
-    let noop_wit = wit_event(&noop);
-    let (mut raw, mut host, mut native, mut wasm_sql) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let noop_wit = types::Event::from(&noop);
+    let (mut raw, mut host, mut native, mut wasm_sql) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..=ROUNDS {
         let warmup = round == 0;
         for _ in 0..PER_ROUND {
@@ -102,7 +96,10 @@ async fn main() -> anyhow::Result<()> {
             store.set_epoch_deadline(u64::MAX / 2);
             let instance = raw_pre.instantiate_async(&mut store).await?;
             let guest = raw_indices.load(&mut store, &instance)?;
-            guest.call_handle(&mut store, &noop_wit).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            guest
+                .call_handle(&mut store, &noop_wit)
+                .await?
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             drop(store);
             if !warmup {
                 raw.push(t.elapsed());
@@ -111,7 +108,11 @@ async fn main() -> anyhow::Result<()> {
         for _ in 0..PER_ROUND {
             let t = Instant::now();
             let invocation = plugin.handle(&noop).await;
-            anyhow::ensure!(invocation.outcome == Outcome::Ok, "{:?}", invocation.outcome);
+            anyhow::ensure!(
+                invocation.outcome == Outcome::Ok,
+                "{:?}",
+                invocation.outcome
+            );
             if !warmup {
                 host.push(t.elapsed());
             }
@@ -120,7 +121,10 @@ async fn main() -> anyhow::Result<()> {
             let id = uuid::Uuid::new_v4();
             let t = Instant::now();
             let mut tx = pool.begin().await?;
-            sqlx::query("INSERT INTO native_notes (event_id) VALUES ($1)").bind(id).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO native_notes (event_id) VALUES ($1)")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             if !warmup {
                 native.push(t.elapsed());
@@ -130,26 +134,49 @@ async fn main() -> anyhow::Result<()> {
             let event = probe_event("probe.insert");
             let t = Instant::now();
             let invocation = plugin.handle(&event).await;
-            anyhow::ensure!(invocation.outcome == Outcome::Ok, "{:?}", invocation.outcome);
+            anyhow::ensure!(
+                invocation.outcome == Outcome::Ok,
+                "{:?}",
+                invocation.outcome
+            );
             if !warmup {
                 wasm_sql.push(t.elapsed());
             }
         }
     }
-    let (raw, host, native, wasm_sql) = (median(&mut raw), median(&mut host), median(&mut native), median(&mut wasm_sql));
-    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM plugin_probe.notes").fetch_one(&pool).await?;
-    anyhow::ensure!(notes as usize == ROUNDS * SQL_PER_ROUND + SQL_PER_ROUND, "plugin inserts missing: {notes}");
+    let (raw, host, native, wasm_sql) = (
+        median(&mut raw),
+        median(&mut host),
+        median(&mut native),
+        median(&mut wasm_sql),
+    );
+    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM plugin_probe.notes")
+        .fetch_one(&pool)
+        .await?;
+    anyhow::ensure!(
+        notes as usize == ROUNDS * SQL_PER_ROUND + SQL_PER_ROUND,
+        "plugin inserts missing: {notes}"
+    );
 
-    println!("machine: {} cores; {ROUNDS} rounds (+1 warm-up), medians", std::thread::available_parallelism()?);
+    println!(
+        "machine: {} cores; {ROUNDS} rounds (+1 warm-up), medians",
+        std::thread::available_parallelism()?
+    );
     println!("| path | median per event | vs baseline |");
     println!("|---|---|---|");
-    println!("| raw wasmtime: new store + instantiate + call | {:.1} µs | baseline |", micros(raw));
+    println!(
+        "| raw wasmtime: new store + instantiate + call | {:.1} µs | baseline |",
+        micros(raw)
+    );
     println!(
         "| eventhost, no SQL: Plugin::handle (no-op handler) | {:.1} µs | +{:.1} µs |",
         micros(host),
         micros(host) - micros(raw)
     );
-    println!("| native Rust: BEGIN, INSERT, COMMIT | {:.1} µs | baseline |", micros(native));
+    println!(
+        "| native Rust: BEGIN, INSERT, COMMIT | {:.1} µs | baseline |",
+        micros(native)
+    );
     println!(
         "| eventhost: handler does the same INSERT via db.execute, commit | {:.1} µs | {:.1}% |",
         micros(wasm_sql),

@@ -6,32 +6,31 @@ mod common;
 use common::{plugin_path, repo_path, server_url, TestHost};
 use std::process::Command;
 
-#[tokio::test]
-async fn user_stats_fixtures_pass() {
+/// Loads the plugin into a fresh database and runs a shipped fixture directory through it.
+async fn assert_fixtures_pass(file_stem: &str, dir: &str, at_least: usize) {
     let host = TestHost::default().await;
-    let plugin = host.load("user_stats").await;
-    let reports =
-        eventhost::fixtures::run_dir(&plugin, &host.pool, &repo_path("tests/fixtures/user-stats"))
-            .await
-            .unwrap();
+    let plugin = host.load(file_stem).await;
+    let reports = eventhost::fixtures::run_dir(&plugin, &host.pool, &repo_path(dir))
+        .await
+        .unwrap();
     let failed: Vec<_> = reports.iter().filter(|r| !r.passed()).collect();
-    assert!(reports.len() >= 15, "fixtures found: {}", reports.len());
+    assert!(
+        reports.len() >= at_least,
+        "fixtures found: {}",
+        reports.len()
+    );
     assert!(failed.is_empty(), "failed fixtures: {failed:#?}");
     host.stop().await;
 }
 
 #[tokio::test]
+async fn user_stats_fixtures_pass() {
+    assert_fixtures_pass("user_stats", "tests/fixtures/user-stats", 15).await;
+}
+
+#[tokio::test]
 async fn audit_log_fixtures_pass() {
-    let host = TestHost::default().await;
-    let plugin = host.load("audit_log").await;
-    let reports =
-        eventhost::fixtures::run_dir(&plugin, &host.pool, &repo_path("tests/fixtures/audit-log"))
-            .await
-            .unwrap();
-    let failed: Vec<_> = reports.iter().filter(|r| !r.passed()).collect();
-    assert!(reports.len() >= 5);
-    assert!(failed.is_empty(), "failed fixtures: {failed:#?}");
-    host.stop().await;
+    assert_fixtures_pass("audit_log", "tests/fixtures/audit-log", 5).await;
 }
 
 const WRONG: &str = r#"{

@@ -39,7 +39,7 @@ impl Plugin {
     /// Runs the handler on one event. Effects are committed only when the outcome is `Ok`.
     pub async fn handle(&self, event: &Event) -> Invocation {
         let span = tracing::info_span!("handle", plugin = %self.name, event_id = %event.id, routing_key = %event.event_type);
-        let wit_event = to_wit(event);
+        let wit_event = types::Event::from(event);
         let started = Instant::now();
         let mut store = self.new_store(Some(event.id.to_string()));
         let result = self
@@ -218,16 +218,18 @@ fn classify(error: wasmtime::Error) -> Outcome {
     Outcome::Aborted(Abort::Host(format!("{error:#}")))
 }
 
-fn to_wit(event: &Event) -> types::Event {
-    types::Event {
-        id: event.id.to_string(),
-        source: event.source.clone(),
-        type_: event.event_type.clone(),
-        time: event.time.to_rfc3339(),
-        subject: event.subject.clone(),
-        aggregate_type: event.aggregate_type.clone(),
-        schema_version: event.schema_version,
-        data: event.data.to_string(),
-        headers: event.headers.clone(),
+impl From<&Event> for types::Event {
+    fn from(event: &Event) -> Self {
+        types::Event {
+            id: event.id.to_string(),
+            source: event.source.clone(),
+            type_: event.event_type.clone(),
+            time: event.time.to_rfc3339(),
+            subject: event.subject.clone(),
+            aggregate_type: event.aggregate_type.clone(),
+            schema_version: event.schema_version,
+            data: event.data.to_string(),
+            headers: event.headers.clone(),
+        }
     }
 }
