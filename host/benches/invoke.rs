@@ -23,6 +23,11 @@ const ROUNDS: usize = 15;
 const PER_ROUND: usize = 400;
 const SQL_PER_ROUND: usize = 100;
 
+/// wasmtime 48 has its own error type (its `anyhow` feature is off here).
+fn wt<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
+    result.map_err(|e| anyhow::anyhow!("{e:#}"))
+}
+
 fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -74,11 +79,11 @@ async fn main() -> anyhow::Result<()> {
 
     // Raw wasmtime: same engine and component, imports stubbed (the no-op handler calls none).
     let engine = runtime.engine().clone();
-    let component = Component::new(&engine, &wasm)?;
+    let component = wt(Component::new(&engine, &wasm))?;
     let mut linker: Linker<()> = Linker::new(&engine);
-    linker.define_unknown_imports_as_traps(&component)?;
-    let raw_pre = linker.instantiate_pre(&component)?;
-    let raw_indices = handler::GuestIndices::new(&raw_pre)?;
+    wt(linker.define_unknown_imports_as_traps(&component))?;
+    let raw_pre = wt(linker.instantiate_pre(&component))?;
+    let raw_indices = wt(handler::GuestIndices::new(&raw_pre))?;
 
     sqlx::raw_sql("CREATE TABLE native_notes (event_id uuid PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())")
         .execute(&pool)
@@ -94,11 +99,9 @@ async fn main() -> anyhow::Result<()> {
             let t = Instant::now();
             let mut store = Store::new(&engine, ());
             store.set_epoch_deadline(u64::MAX / 2);
-            let instance = raw_pre.instantiate_async(&mut store).await?;
-            let guest = raw_indices.load(&mut store, &instance)?;
-            guest
-                .call_handle(&mut store, &noop_wit)
-                .await?
+            let instance = wt(raw_pre.instantiate_async(&mut store).await)?;
+            let guest = wt(raw_indices.load(&mut store, &instance))?;
+            wt(guest.call_handle(&mut store, &noop_wit).await)?
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             drop(store);
             if !warmup {
