@@ -13,7 +13,7 @@
 use eventhost::config::{AuthBackend, Limits};
 use eventhost::fixtures::ScratchDatabase;
 use eventhost::runtime::bindings::{handler, types};
-use eventhost::runtime::{Runtime, RuntimeSettings};
+use eventhost::runtime::Runtime;
 use eventhost::{Event, Outcome};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
@@ -62,14 +62,8 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{wasm_path}: {e} (run scripts/build-plugins.sh)"))?;
 
     let scratch = ScratchDatabase::create(&server, "eventhost_bench").await?;
-    let pool = eventhost::database::connect(&scratch.url, 8).await?;
-    eventhost::database::migrate(&pool).await?;
-    let runtime = Runtime::new(RuntimeSettings {
-        limits: Limits::default(),
-        auth: AuthBackend::Postgres,
-        admin_pool: pool.clone(),
-        role_secret: scratch.url.clone(),
-    })?;
+    let (pool, runtime) =
+        Runtime::open(&scratch.url, Limits::default(), AuthBackend::Postgres).await?;
     let plugin = runtime
         .load(
             eventhost::PluginName::parse("probe").map_err(anyhow::Error::msg)?,

@@ -4,9 +4,8 @@ use anyhow::Context;
 use eventhost::config::{AuthBackend, Limits};
 use eventhost::database;
 use eventhost::fixtures::{self, ScratchDatabase};
-use eventhost::runtime::{Runtime, RuntimeSettings};
+use eventhost::runtime::Runtime;
 use eventhost::{Event, Outcome};
-use sqlx::PgPool;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,18 +19,6 @@ pub async fn migrate(url: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn open(url: &str, limits: Limits, auth: AuthBackend) -> anyhow::Result<(PgPool, Runtime)> {
-    let pool = database::connect(url, 8).await?;
-    database::migrate(&pool).await?;
-    let settings = RuntimeSettings {
-        limits,
-        auth,
-        admin_pool: pool.clone(),
-        role_secret: url.to_string(),
-    };
-    Ok((pool, Runtime::new(settings)?))
-}
-
 pub async fn invoke(
     url: &str,
     limits: Limits,
@@ -42,7 +29,7 @@ pub async fn invoke(
     fixtures::ensure_database(url)
         .await
         .context("creating the database")?;
-    let (_pool, runtime) = open(url, limits, auth).await?;
+    let (_pool, runtime) = Runtime::open(url, limits, auth).await?;
     let plugin = runtime
         .load_file(plugin)
         .await
@@ -108,7 +95,7 @@ async fn run_fixtures(
     plugin: &Path,
     dir: &Path,
 ) -> anyhow::Result<ExitCode> {
-    let (pool, runtime) = open(&scratch.url, limits, auth).await?;
+    let (pool, runtime) = Runtime::open(&scratch.url, limits, auth).await?;
     let plugin = runtime
         .load_file(plugin)
         .await

@@ -79,6 +79,14 @@ pub struct RuntimeSettings {
     pub role_secret: String,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Database(#[from] crate::database::DatabaseError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
 /// Cheap to clone; every loaded [`Plugin`] holds one.
 #[derive(Clone)]
 pub struct Runtime {
@@ -120,6 +128,24 @@ impl Runtime {
                 auth,
             }),
         })
+    }
+
+    /// Connects to the host's database at `url`, applies the host's migrations, and builds
+    /// a runtime on that pool, with plugin role passwords derived from the URL.
+    pub async fn open(
+        url: &str,
+        limits: Limits,
+        auth: AuthBackend,
+    ) -> Result<(PgPool, Self), OpenError> {
+        let pool = crate::database::connect(url, 8).await?;
+        crate::database::migrate(&pool).await?;
+        let settings = RuntimeSettings {
+            limits,
+            auth,
+            admin_pool: pool.clone(),
+            role_secret: url.to_string(),
+        };
+        Ok((pool, Self::new(settings)?))
     }
 
     pub fn limits(&self) -> &Limits {

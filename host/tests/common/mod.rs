@@ -5,7 +5,7 @@
 
 use eventhost::config::{AuthBackend, Limits};
 use eventhost::fixtures::ScratchDatabase;
-use eventhost::runtime::{Plugin, Runtime, RuntimeSettings};
+use eventhost::runtime::{Plugin, Runtime};
 use sqlx::PgPool;
 use std::path::PathBuf;
 
@@ -50,19 +50,9 @@ impl TestHost {
             .expect(
                 "create a scratch database (is PostgreSQL running? scripts/services.sh starts it)",
             );
-        let pool = eventhost::database::connect(&scratch.url, 8)
+        let (pool, runtime) = Runtime::open(&scratch.url, limits, auth)
             .await
-            .expect("connect");
-        eventhost::database::migrate(&pool)
-            .await
-            .expect("host migrations");
-        let settings = RuntimeSettings {
-            limits,
-            auth,
-            admin_pool: pool.clone(),
-            role_secret: scratch.url.clone(),
-        };
-        let runtime = Runtime::new(settings).expect("runtime");
+            .expect("open the host database");
         Self {
             pool,
             runtime,

@@ -40,11 +40,6 @@ impl DbSession {
         }
     }
 
-    /// Whether a statement ran (so there is something to commit).
-    pub fn in_transaction(&self) -> bool {
-        self.open.is_some()
-    }
-
     async fn tx(&mut self) -> Result<&mut OpenTx, DbError> {
         if self.open.is_none() {
             let mut conn = self
