@@ -65,6 +65,11 @@ const KNOWN: &[&str] = &[
     "schemaversion",
 ];
 
+/// Whether `name` is an attribute eventhost sets itself (so not a free extension/header).
+pub fn is_reserved_attribute(name: &str) -> bool {
+    KNOWN.contains(&name)
+}
+
 impl Event {
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, EventError> {
         let value: Value =

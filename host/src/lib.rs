@@ -5,11 +5,14 @@
 //! plugin's component on it with the [`capabilities`] it imports (`db`, `auth`, `log`),
 //! and [`fixtures`] drives the same path from JSON files for plugin authors' tests.
 
+pub mod auth_service;
+pub mod broker;
 pub mod capabilities;
 pub mod config;
 pub mod database;
 pub mod event;
 pub mod fixtures;
+pub mod outbox;
 pub mod runtime;
 
 pub use event::{Event, EventId};

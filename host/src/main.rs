@@ -1,6 +1,8 @@
 //! The `eventhost` command: parses arguments and calls the library.
 
+mod outbox_cmd;
 mod plugin_cmd;
+mod serve_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use eventhost::config::{AuthBackend, Limits};
@@ -26,6 +28,44 @@ enum Command {
     /// Run plugins locally against a real PostgreSQL, without a broker.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Run the host: migrations, the outbox relay and the reference auth service.
+    Serve(serve_cmd::ConfigArgs),
+    /// Run only the outbox relay (several may run at once against one database).
+    Relay(serve_cmd::ConfigArgs),
+    /// Inspect the outbox and replay dead events.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Counts of pending, published and dead events and the oldest pending age.
+    /// Exits 0 when healthy, 1 when there are dead events or (with --max-pending-age)
+    /// the backlog is older than allowed, 2 on error.
+    Status {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Exit 1 when the oldest pending event is older than this (e.g. 30s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_pending_age: Option<Duration>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead events back to pending (attempts reset) for the relay to publish.
+    Replay {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Every dead event.
+        #[arg(long)]
+        all: bool,
+        /// Dead events with these ids.
+        #[arg(long = "id", value_name = "EVENT_ID")]
+        ids: Vec<String>,
+        /// Dead events of this type (e.g. user.created).
+        #[arg(long = "type", value_name = "EVENT_TYPE")]
+        event_type: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -139,6 +179,19 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Migrate(db) => plugin_cmd::migrate(&db.database_url).await,
+            Command::Serve(args) => serve_cmd::serve(&args).await,
+            Command::Relay(args) => serve_cmd::relay(&args).await,
+            Command::Outbox(OutboxCommand::Status {
+                db,
+                max_pending_age,
+                json,
+            }) => outbox_cmd::status(&db.database_url, max_pending_age, json).await,
+            Command::Outbox(OutboxCommand::Replay {
+                db,
+                all,
+                ids,
+                event_type,
+            }) => outbox_cmd::replay(&db.database_url, all, &ids, event_type.as_deref()).await,
             Command::Plugin(PluginCommand::Invoke {
                 plugin,
                 events,

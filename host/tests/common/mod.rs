@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod outbox;
+
 use eventhost::config::{AuthBackend, Limits};
 use eventhost::fixtures::ScratchDatabase;
 use eventhost::runtime::{Plugin, Runtime};

@@ -1,0 +1,110 @@
+//! RabbitMQ: connecting (bounded in time), declaring the events exchange, and opening
+//! publisher channels with confirms. Reconnection is the caller's loop: a lapin
+//! connection that failed is dropped and a new one made.
+
+use crate::config::BrokerConfig;
+use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot connect to RabbitMQ at {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("cannot declare exchange {exchange:?}: {source}")]
+    Declare {
+        exchange: String,
+        source: lapin::Error,
+    },
+    #[error("cannot open a channel: {0}")]
+    Channel(#[source] lapin::Error),
+}
+
+/// The URL without its password, for logs and errors.
+pub fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Connects once, giving up after `connect_timeout`. `name` shows in RabbitMQ's
+/// management UI, so operators can tell the relay's connections from the consumer's.
+pub async fn connect(config: &BrokerConfig, name: &str) -> Result<Connection, BrokerError> {
+    let target = redacted(&config.url);
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    match tokio::time::timeout(
+        config.connect_timeout,
+        Connection::connect(&config.url, properties),
+    )
+    .await
+    {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => Err(BrokerError::Connect {
+            target,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(BrokerError::Connect {
+            target,
+            reason: format!("no answer within {:?}", config.connect_timeout),
+        }),
+    }
+}
+
+/// Declares the durable topic exchange events are published to (idempotent).
+pub async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), BrokerError> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            options,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|source| BrokerError::Declare {
+            exchange: exchange.to_string(),
+            source,
+        })
+}
+
+/// A channel in confirm mode with the exchange declared: ready to publish.
+pub async fn publisher_channel(
+    connection: &Connection,
+    exchange: &str,
+) -> Result<Channel, BrokerError> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(BrokerError::Channel)?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(BrokerError::Channel)?;
+    declare_exchange(&channel, exchange).await?;
+    Ok(channel)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            super::redacted("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            super::redacted("amqp://127.0.0.1:5672"),
+            "amqp://127.0.0.1:5672"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Configuration: one TOML file (every section optional, every field defaulted), with the
+//! database and broker URLs overridable from the command line or environment.
+
+mod outbox;
+mod runtime;
+
+pub use outbox::{AuthServiceConfig, BrokerConfig, RelayConfig};
+pub use runtime::{AuthBackend, Limits};
+
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// PostgreSQL URL of the host's database.
+    pub database_url: String,
+    pub broker: BrokerConfig,
+    pub relay: RelayConfig,
+    pub auth_service: AuthServiceConfig,
+    pub limits: Limits,
+    /// Where the plugins' `auth` import looks users up.
+    pub auth: AuthBackend,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/eventhost".into(),
+            broker: BrokerConfig::default(),
+            relay: RelayConfig::default(),
+            auth_service: AuthServiceConfig::default(),
+            limits: Limits::default(),
+            auth: AuthBackend::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// TOML's message names the key and the line.
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are refused so a typo is never silently ignored.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "(text)".into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate().map_err(ConfigError::Invalid)?;
+        self.relay.validate().map_err(ConfigError::Invalid)?;
+        if self.broker.exchange.is_empty() || self.broker.exchange.len() > 255 {
+            return Err(ConfigError::Invalid(
+                "broker.exchange must be 1 to 255 characters".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_sections_are_optional() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.relay.batch_size, RelayConfig::default().batch_size);
+        let config =
+            Config::parse("[relay]\nbatch_size = 50\npoll_interval = \"250ms\"\n").unwrap();
+        assert_eq!(config.relay.batch_size, 50);
+        assert_eq!(config.relay.poll_interval.as_millis(), 250);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = Config::parse("[relay]\nbatch_sise = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("batch_sise"), "{err}");
+        let err = Config::parse("[relay]\nworkers = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("relay.workers"), "{err}");
+        let err = Config::parse("[broker]\nconnect_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connect_timeout"), "{err}");
+    }
+}

@@ -1,0 +1,16 @@
+//! The transactional outbox: producers write events in their own transaction
+//! ([`enqueue`]); the [`Relay`] publishes them to RabbitMQ and marks them; operators
+//! inspect and replay with [`status`] and [`replay`].
+
+mod batch;
+mod health;
+mod message;
+mod producer;
+mod relay;
+mod store;
+
+pub use batch::Confirmed;
+pub use message::CONTENT_TYPE;
+pub use producer::{enqueue, new_traceparent, NewEvent, ProducerError};
+pub use relay::{Relay, RelayStats};
+pub use store::{purge, replay, status, ReplaySelector, Status, NOTIFY_CHANNEL};

@@ -1,0 +1,251 @@
+//! The SQL over `outbox_events`: the relay's claim and marks, the purge, and the
+//! operators' status and replay. Everything that knows the table's layout is here.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Advisory lock keys (two-int form, class 7460/7461): per-aggregate producer locks,
+/// and the single purge lock.
+const PURGE_LOCK: (i32, i32) = (7461, 1);
+/// The LISTEN/NOTIFY channel the insert trigger signals.
+pub const NOTIFY_CHANNEL: &str = "eventhost_outbox";
+
+/// A claimed row. `blocked` rows wait for an earlier event of their aggregate that is
+/// still pending elsewhere (another relay's batch, or a retry): they are not published.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ClaimedRow {
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub event_type: String,
+    pub source: String,
+    pub payload: Value,
+    pub schema_version: i32,
+    pub occurred_at: DateTime<Utc>,
+    pub headers: Value,
+    pub blocked: bool,
+}
+
+/// Claims up to `limit` due pending rows in `seq` order, locking them (skipping rows
+/// other relays hold) until the caller's transaction ends.
+///
+/// Order rule: a row is publishable only if every earlier pending row of its aggregate
+/// is in this same claim (then it is published first, on the same channel). A row
+/// behind an earlier one held by another relay comes back `blocked`; rows of an
+/// aggregate whose oldest pending row waits for a retry are not claimed at all, so a
+/// failing aggregate never fills the batch and holds up the others.
+pub async fn claim(conn: &mut PgConnection, limit: u32) -> Result<Vec<ClaimedRow>, sqlx::Error> {
+    sqlx::query_as::<_, ClaimedRow>(
+        "WITH candidates AS ( \
+             SELECT o.seq, o.aggregate_type, o.aggregate_id FROM outbox_events o \
+             WHERE o.status = 'pending' AND o.next_attempt_at <= now() \
+               AND NOT EXISTS ( \
+                   SELECT 1 FROM ( \
+                       SELECT h.next_attempt_at FROM outbox_events h \
+                       WHERE h.status = 'pending' AND h.aggregate_type = o.aggregate_type \
+                         AND h.aggregate_id = o.aggregate_id \
+                       ORDER BY h.seq LIMIT 1) head \
+                   WHERE head.next_attempt_at > now()) \
+             ORDER BY o.seq LIMIT $1 \
+             FOR UPDATE OF o SKIP LOCKED \
+         ), checked AS ( \
+             SELECT c.seq, c.aggregate_type, c.aggregate_id, \
+                    COALESCE(prev.seq NOT IN (SELECT seq FROM candidates), false) AS waits \
+             FROM candidates c \
+             LEFT JOIN LATERAL ( \
+                 SELECT p.seq FROM outbox_events p \
+                 WHERE p.status = 'pending' AND p.aggregate_type = c.aggregate_type \
+                   AND p.aggregate_id = c.aggregate_id AND p.seq < c.seq \
+                 ORDER BY p.seq DESC LIMIT 1) prev ON true \
+         ), ready AS ( \
+             SELECT seq, bool_or(waits) OVER ( \
+                        PARTITION BY aggregate_type, aggregate_id ORDER BY seq) AS blocked \
+             FROM checked \
+         ) \
+         SELECT o.seq, o.event_id, o.aggregate_type, o.aggregate_id, o.event_type, o.source, \
+                o.payload, o.schema_version, o.occurred_at, o.headers, r.blocked \
+         FROM ready r JOIN outbox_events o ON o.seq = r.seq \
+         ORDER BY o.seq",
+    )
+    .bind(limit as i64)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn mark_published(conn: &mut PgConnection, seqs: &[i64]) -> Result<(), sqlx::Error> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE outbox_events SET status = 'published', published_at = now() \
+         WHERE seq = ANY($1)",
+    )
+    .bind(seqs)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A failed publication of one row, with the reason stored as `last_error`.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub seq: i64,
+    pub error: String,
+}
+
+/// When a failed row is tried again, and when it gives up.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+/// Counts a failed attempt on each row: the next try waits `min(max, base * 2^attempts)`
+/// scaled by a random factor in [0.5, 1) (so relays retrying together spread out); the
+/// row becomes `dead` at `max_attempts`. Returns how many became dead.
+pub async fn mark_failed(
+    conn: &mut PgConnection,
+    failures: &[Failure],
+    policy: RetryPolicy,
+) -> Result<u64, sqlx::Error> {
+    if failures.is_empty() {
+        return Ok(0);
+    }
+    let seqs: Vec<i64> = failures.iter().map(|f| f.seq).collect();
+    let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
+    let dead: Vec<bool> = sqlx::query_scalar(
+        "UPDATE outbox_events o SET \
+             attempts = o.attempts + 1, \
+             last_error = f.error, \
+             status = CASE WHEN o.attempts + 1 >= $3 THEN 'dead' ELSE 'pending' END, \
+             next_attempt_at = now() + make_interval(secs => \
+                 least($5::float8, $4::float8 * power(2::float8, o.attempts)) \
+                 * (0.5 + random() / 2)) \
+         FROM unnest($1::int8[], $2::text[]) AS f(seq, error) \
+         WHERE o.seq = f.seq \
+         RETURNING o.status = 'dead'",
+    )
+    .bind(&seqs)
+    .bind(&errors)
+    .bind(policy.max_attempts as i32)
+    .bind(policy.base.as_secs_f64())
+    .bind(policy.max.as_secs_f64())
+    .fetch_all(conn)
+    .await?;
+    Ok(dead.into_iter().filter(|d| *d).count() as u64)
+}
+
+/// Deletes published rows older than `retention`, `batch` rows per transaction, until
+/// none are left. Only one cleaner runs at a time: returns `None` when another holds
+/// the purge lock.
+pub async fn purge(
+    pool: &PgPool,
+    retention: Duration,
+    batch: u32,
+) -> Result<Option<u64>, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+            .bind(PURGE_LOCK.0)
+            .bind(PURGE_LOCK.1)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok(if total == 0 { None } else { Some(total) });
+        }
+        let deleted = sqlx::query(
+            "DELETE FROM outbox_events WHERE seq IN ( \
+                 SELECT seq FROM outbox_events \
+                 WHERE status = 'published' AND published_at < now() - make_interval(secs => $1) \
+                 ORDER BY published_at LIMIT $2)",
+        )
+        .bind(retention.as_secs_f64())
+        .bind(batch as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        total += deleted;
+        if deleted < batch as u64 {
+            return Ok(Some(total));
+        }
+    }
+}
+
+/// The backlog as operators see it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Status {
+    pub pending: i64,
+    /// Pending rows waiting for a retry after a failed attempt.
+    pub retrying: i64,
+    pub published: i64,
+    pub dead: i64,
+    /// Age of the oldest pending row, in seconds.
+    pub oldest_pending_seconds: Option<f64>,
+}
+
+pub async fn status(pool: &PgPool) -> Result<Status, sqlx::Error> {
+    let row: (i64, i64, i64, i64, Option<f64>) = sqlx::query_as(
+        "SELECT \
+             (SELECT count(*) FROM outbox_events WHERE status = 'pending'), \
+             (SELECT count(*) FROM outbox_events WHERE status = 'pending' AND next_attempt_at > now()), \
+             (SELECT count(*) FROM outbox_events WHERE status = 'published'), \
+             (SELECT count(*) FROM outbox_events WHERE status = 'dead'), \
+             (SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox_events \
+              WHERE status = 'pending' ORDER BY seq LIMIT 1)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Status {
+        pending: row.0,
+        retrying: row.1,
+        published: row.2,
+        dead: row.3,
+        oldest_pending_seconds: row.4,
+    })
+}
+
+/// Which dead rows `replay` revives.
+#[derive(Debug, Clone)]
+pub enum ReplaySelector {
+    All,
+    Ids(Vec<Uuid>),
+    EventType(String),
+}
+
+/// Puts dead rows back to pending with a fresh attempt count and wakes the relays.
+/// Returns how many were revived.
+pub async fn replay(pool: &PgPool, selector: &ReplaySelector) -> Result<u64, sqlx::Error> {
+    let query = match selector {
+        ReplaySelector::All => sqlx::query(
+            "UPDATE outbox_events SET status = 'pending', attempts = 0, next_attempt_at = now() \
+             WHERE status = 'dead'",
+        ),
+        ReplaySelector::Ids(ids) => sqlx::query(
+            "UPDATE outbox_events SET status = 'pending', attempts = 0, next_attempt_at = now() \
+             WHERE status = 'dead' AND event_id = ANY($1)",
+        )
+        .bind(ids),
+        ReplaySelector::EventType(event_type) => sqlx::query(
+            "UPDATE outbox_events SET status = 'pending', attempts = 0, next_attempt_at = now() \
+             WHERE status = 'dead' AND event_type = $1",
+        )
+        .bind(event_type),
+    };
+    let mut tx = pool.begin().await?;
+    let revived = query.execute(&mut *tx).await?.rows_affected();
+    if revived > 0 {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(revived)
+}

@@ -1,0 +1,52 @@
+-- The transactional outbox. Producers insert rows in their own transaction (see
+-- `eventhost::outbox::enqueue`); the relay publishes them and marks them.
+--
+-- `seq` is the publication order: the relay claims by status in `seq` order and never
+-- publishes an event while an earlier event of the same aggregate is still pending.
+CREATE TABLE outbox_events (
+    seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id        uuid NOT NULL UNIQUE,
+    aggregate_type  text NOT NULL,
+    aggregate_id    text NOT NULL,
+    event_type      text NOT NULL,
+    source          text NOT NULL,
+    payload         jsonb NOT NULL,
+    schema_version  integer NOT NULL DEFAULT 1 CHECK (schema_version >= 1),
+    occurred_at     timestamptz NOT NULL,
+    -- Message headers: W3C trace context (`traceparent`, `tracestate`) and other metadata.
+    headers         jsonb NOT NULL DEFAULT '{}'::jsonb,
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'published', 'dead')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    published_at    timestamptz
+);
+
+-- The relay's claim: due pending rows in `seq` order. Partial, so it holds only the
+-- backlog (not the millions of published rows waiting for the purge), and it also
+-- serves the backlog count and the oldest-pending age.
+CREATE INDEX outbox_events_pending ON outbox_events (seq) INCLUDE (next_attempt_at)
+    WHERE status = 'pending';
+-- "Is an earlier event of this aggregate still pending?" for the ordering rule.
+CREATE INDEX outbox_events_pending_aggregate
+    ON outbox_events (aggregate_type, aggregate_id, seq) WHERE status = 'pending';
+-- The purge of published rows past the retention period.
+CREATE INDEX outbox_events_published ON outbox_events (published_at)
+    WHERE status = 'published';
+-- Dead letters: counted and replayed by operators.
+CREATE INDEX outbox_events_dead ON outbox_events (event_type, seq) WHERE status = 'dead';
+
+-- Wakes the relays (LISTEN eventhost_outbox) once per inserting statement, so a batch
+-- insert costs one notification; PostgreSQL delivers it at commit and drops it on rollback.
+CREATE FUNCTION outbox_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('eventhost_outbox', '');
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER outbox_events_notify
+    AFTER INSERT ON outbox_events
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox_events_notify();
