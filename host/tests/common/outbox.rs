@@ -80,6 +80,10 @@ impl OutboxWorld {
         }
     }
 
+    pub fn database_url(&self) -> &str {
+        &self.scratch.url
+    }
+
     pub fn relay(&self, config: RelayConfig) -> RunningRelay {
         self.relay_via(self.broker.clone(), config)
     }
