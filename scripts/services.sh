@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Makes sure PostgreSQL is installed, running and reachable on 127.0.0.1:5432 without a
-# password (as on this machine kind); installs it from Debian's packages when missing.
+# Makes sure PostgreSQL (127.0.0.1:5432, no password, as on this machine kind) and RabbitMQ
+# (127.0.0.1:5672, guest/guest) are installed, running and reachable; installs them from
+# Debian's packages when missing.
 set -euo pipefail
 say() { printf '[services] %s\n' "$*"; }
 
@@ -25,4 +26,27 @@ else
   for _ in $(seq 1 60); do pg_ready && break; sleep 0.5; done
   pg_ready || { say "PostgreSQL did not come up on 127.0.0.1:5432"; exit 1; }
   say "PostgreSQL started"
+fi
+
+# RabbitMQ on 127.0.0.1:5672 (guest/guest), installed from Debian's packages when missing.
+amqp_ready() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  say "RabbitMQ is not installed: installing Debian's rabbitmq-server package"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq rabbitmq-server >/dev/null
+fi
+
+if amqp_ready && rabbitmq-diagnostics -q check_running >/dev/null 2>&1; then
+  say "RabbitMQ is running on 127.0.0.1:5672"
+else
+  say "RabbitMQ is down: starting it"
+  amqp_ready || rabbitmq-server -detached >/dev/null 2>&1 || true
+  # The node takes a few seconds to boot; wait until it accepts AMQP and says it runs.
+  for _ in $(seq 1 120); do
+    amqp_ready && rabbitmq-diagnostics -q check_running >/dev/null 2>&1 && break
+    sleep 1
+  done
+  amqp_ready || { say "RabbitMQ did not come up on 127.0.0.1:5672"; exit 1; }
+  say "RabbitMQ started"
 fi
