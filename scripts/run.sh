@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The run command (for now): build everything, then run the shipped fixtures through both
-# reference plugins with `eventhost plugin test`, and invoke user-stats on one event in the
-# dev database so its effect can be inspected.
+# The run command: build everything, run the shipped fixtures through both reference
+# plugins (`eventhost plugin test`), then start `eventhost serve` on the dev database:
+# the outbox relay and the reference auth service on 127.0.0.1:8080 (Ctrl-C stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
@@ -15,5 +15,6 @@ echo "[run] eventhost plugin test $wasm/user_stats.wasm tests/fixtures/user-stat
 "$bin" plugin test "$wasm/user_stats.wasm" tests/fixtures/user-stats
 echo "[run] eventhost plugin test $wasm/audit_log.wasm tests/fixtures/audit-log"
 "$bin" plugin test "$wasm/audit_log.wasm" tests/fixtures/audit-log
-echo "[run] eventhost plugin invoke $wasm/user_stats.wasm tests/fixtures/events/user-created.json (database: $DATABASE_URL)"
-"$bin" plugin invoke "$wasm/user_stats.wasm" tests/fixtures/events/user-created.json
+echo "[run] eventhost serve (database: $DATABASE_URL; auth service on 127.0.0.1:8080; Ctrl-C stops)"
+echo "[run]   try: curl -s -XPOST localhost:8080/auth/register -H 'content-type: application/json' -d '{\"email\":\"ann@example.com\",\"name\":\"Ann\"}'"
+exec "$bin" serve

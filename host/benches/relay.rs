@@ -1,0 +1,290 @@
+//! Relay throughput and latency, next to a raw lapin publisher in the same run:
+//!
+//! * `raw lapin`: one channel in confirm mode publishing the same CloudEvents bodies,
+//!   persistent, with up to 1 000 unconfirmed messages in flight (a sliding window);
+//!   what the broker alone accepts with confirms on this machine;
+//! * `relay`: a backlog of 100 000 outbox rows (10 000 aggregates × 10 events) drained
+//!   by one relay with default settings, counted when rows are marked published;
+//! * latency: producers commit one event each at a steady 500 events/s while the relay
+//!   runs; each event's time from its producer's commit to its broker confirm.
+//!
+//! Both throughput variants publish to an exchange with one durable queue bound, so the
+//! broker really persists every message. Rounds alternate raw and relay; figures are
+//! medians. Run: `bash scripts/bench.sh relay`.
+
+use eventhost::config::{BrokerConfig, RelayConfig};
+use eventhost::fixtures::ScratchDatabase;
+use eventhost::outbox::{self, NewEvent, Relay};
+use eventhost::EventId;
+use lapin::options::{
+    BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions, QueuePurgeOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use sqlx::PgPool;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const BACKLOG: usize = 100_000;
+const AGGREGATES: usize = 10_000;
+const ROUNDS: usize = 3;
+const RATE: u64 = 500;
+const LATENCY_SECONDS: u64 = 20;
+
+fn payload(user: usize, n: usize) -> serde_json::Value {
+    // About 300 bytes of data, like the seeds' user.created; ~650-byte messages.
+    serde_json::json!({
+        "userId": format!("9e8d7c6b-5a4f-4e3d-8c2b-{user:012}"), "email": "john.doe@example.com",
+        "firstName": "John", "lastName": "Doe", "role": "doctor", "isActive": true,
+        "phoneNumber": "+263 77 123 4567", "mustChangePassword": false,
+        "createdAt": "2026-11-23T09:59:58Z", "n": n
+    })
+}
+
+fn event(user: usize, n: usize) -> NewEvent {
+    NewEvent::new(
+        "bench",
+        "user",
+        format!("user-{user}"),
+        "user.updated",
+        payload(user, n),
+    )
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+async fn fill(pool: &PgPool) -> anyhow::Result<()> {
+    let mut batch = Vec::with_capacity(1000);
+    for n in 0..BACKLOG / AGGREGATES {
+        for user in 0..AGGREGATES {
+            batch.push(event(user, n));
+            if batch.len() == 1000 {
+                let mut tx = pool.begin().await?;
+                outbox::enqueue(&mut tx, &batch).await?;
+                tx.commit().await?;
+                batch.clear();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The raw publisher: same bodies and properties as the relay, sliding confirm window.
+async fn raw_publish(channel: &Channel, exchange: &str, bodies: &[Vec<u8>]) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut window = VecDeque::with_capacity(1000);
+    for (i, body) in bodies.iter().enumerate() {
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(outbox::CONTENT_TYPE.into())
+            .with_message_id(format!("raw-{i}").into());
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                "user.updated".into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await?;
+        window.push_back(confirm);
+        if window.len() >= 1000 {
+            anyhow::ensure!(window.pop_front().unwrap().await?.is_ack(), "nack");
+        }
+    }
+    for confirm in window {
+        anyhow::ensure!(confirm.await?.is_ack(), "nack");
+    }
+    Ok(bodies.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn relay_drain(pool: &PgPool, broker: &BrokerConfig) -> anyhow::Result<f64> {
+    let relay = Relay::new(pool.clone(), broker.clone(), RelayConfig::default());
+    let token = CancellationToken::new();
+    let start = Instant::now();
+    let task = {
+        let (relay, token) = (relay.clone(), token.clone());
+        tokio::spawn(async move { relay.run(token).await })
+    };
+    while relay.stats().published.load(Ordering::Relaxed) < BACKLOG as u64 {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "relay stalled");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rate = BACKLOG as f64 / start.elapsed().as_secs_f64();
+    token.cancel();
+    task.await?;
+    Ok(rate)
+}
+
+/// Commit → confirm at a steady rate, with the relay already running.
+async fn latency(pool: &PgPool, broker: &BrokerConfig) -> anyhow::Result<Vec<Duration>> {
+    let relay = Relay::new(pool.clone(), broker.clone(), RelayConfig::default());
+    let mut confirmed = relay.subscribe();
+    let token = CancellationToken::new();
+    let task = {
+        let (relay, token) = (relay.clone(), token.clone());
+        tokio::spawn(async move { relay.run(token).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let total = (RATE * LATENCY_SECONDS) as usize;
+    let collector = tokio::spawn(async move {
+        let mut at: HashMap<EventId, Instant> = HashMap::with_capacity(total);
+        while at.len() < total {
+            match confirmed.recv().await {
+                Ok(batch) => at.extend(batch.iter().map(|c| (c.event_id, c.at))),
+                Err(e) => anyhow::bail!("confirm stream: {e}"),
+            }
+        }
+        Ok(at)
+    });
+    // Four producers, each committing one event per tick, together RATE per second.
+    let mut producers = Vec::new();
+    for p in 0..4usize {
+        let pool = pool.clone();
+        producers.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(4_000_000 / RATE));
+            let mut commits = Vec::with_capacity(total / 4);
+            for n in 0..total / 4 {
+                tick.tick().await;
+                let e = event(p * 1_000_000 + n, 0);
+                let mut tx = pool.begin().await?;
+                outbox::enqueue(&mut tx, std::slice::from_ref(&e)).await?;
+                tx.commit().await?;
+                commits.push((e.id, Instant::now()));
+            }
+            Ok::<_, anyhow::Error>(commits)
+        }));
+    }
+    let mut commits = Vec::with_capacity(total);
+    for p in producers {
+        commits.extend(p.await??);
+    }
+    let at = tokio::time::timeout(Duration::from_secs(60), collector).await???;
+    token.cancel();
+    task.await?;
+    let mut latencies: Vec<Duration> = commits
+        .iter()
+        .map(|(id, committed)| at[id].saturating_duration_since(*committed))
+        .collect();
+    latencies.sort();
+    Ok(latencies)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let server = std::env::var("EVENTHOST_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let amqp = std::env::var("EVENTHOST_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let scratch = ScratchDatabase::create(&server, "eventhost_bench").await?;
+    let pool = eventhost::database::connect(&scratch.url, 8).await?;
+    eventhost::database::migrate(&pool).await?;
+    let broker = BrokerConfig {
+        url: amqp.clone(),
+        exchange: format!("eventhost.bench.{}", &scratch.name[16..]),
+        ..BrokerConfig::default()
+    };
+    let connection = Connection::connect(&amqp, ConnectionProperties::default()).await?;
+    let channel = eventhost::broker::publisher_channel(&connection, &broker.exchange).await?;
+    let queue = format!("{}.sink", broker.exchange);
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            broker.exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+    // The raw publisher sends what the relay sends: the same CloudEvents bodies.
+    let bodies: Vec<Vec<u8>> = (0..BACKLOG)
+        .map(|i| {
+            let e = event(i % AGGREGATES, i / AGGREGATES);
+            let ce = eventhost::Event {
+                id: e.id,
+                source: e.source,
+                event_type: e.event_type,
+                time: e.occurred_at.fixed_offset(),
+                subject: e.aggregate_id,
+                aggregate_type: e.aggregate_type,
+                schema_version: 1,
+                data: e.payload,
+                headers: e.headers.into_iter().collect(),
+            };
+            serde_json::to_vec(&ce.to_json()).unwrap()
+        })
+        .collect();
+    println!("message body: {} bytes", bodies[0].len());
+
+    let (mut raw, mut relayed) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        channel
+            .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
+            .await?;
+        let r = raw_publish(&channel, &broker.exchange, &bodies).await?;
+        channel
+            .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
+            .await?;
+        sqlx::query("TRUNCATE outbox_events").execute(&pool).await?;
+        fill(&pool).await?;
+        sqlx::query("VACUUM ANALYZE outbox_events")
+            .execute(&pool)
+            .await?;
+        let y = relay_drain(&pool, &broker).await?;
+        println!(
+            "round {round}: raw lapin {r:.0} msg/s, relay {y:.0} events/s ({:.1} %)",
+            100.0 * y / r
+        );
+        raw.push(r);
+        relayed.push(y);
+    }
+    let (r, y) = (median(&mut raw), median(&mut relayed));
+    println!(
+        "median: raw lapin {r:.0} msg/s, relay {y:.0} events/s, ratio {:.1} %",
+        100.0 * y / r
+    );
+
+    channel
+        .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
+        .await?;
+    sqlx::query("TRUNCATE outbox_events").execute(&pool).await?;
+    let latencies = latency(&pool, &broker).await?;
+    println!(
+        "latency commit → confirm at {RATE} events/s over {LATENCY_SECONDS} s ({} events): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3,
+    );
+
+    channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    channel
+        .exchange_delete(
+            broker.exchange.as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await?;
+    pool.close().await;
+    scratch.drop_now().await?;
+    Ok(())
+}
