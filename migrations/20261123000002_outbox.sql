@@ -29,9 +29,10 @@ CREATE TABLE outbox_events (
 -- serves the backlog count and the oldest-pending age.
 CREATE INDEX outbox_events_pending ON outbox_events (seq) INCLUDE (next_attempt_at)
     WHERE status = 'pending';
--- "Is an earlier event of this aggregate still pending?" for the ordering rule.
+-- The nearest earlier pending event of an aggregate (and its retry time), for the order rule.
 CREATE INDEX outbox_events_pending_aggregate
-    ON outbox_events (aggregate_type, aggregate_id, seq) WHERE status = 'pending';
+    ON outbox_events (aggregate_type, aggregate_id, seq) INCLUDE (next_attempt_at)
+    WHERE status = 'pending';
 -- The purge of published rows past the retention period.
 CREATE INDEX outbox_events_published ON outbox_events (published_at)
     WHERE status = 'published';

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 const BACKLOG: usize = 100_000;
 const AGGREGATES: usize = 10_000;
-const ROUNDS: usize = 3;
+
 const RATE: u64 = 500;
 const LATENCY_SECONDS: u64 = 20;
 
@@ -108,8 +108,20 @@ async fn raw_publish(channel: &Channel, exchange: &str, bodies: &[Vec<u8>]) -> a
     Ok(bodies.len() as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The relay's settings: defaults, or `EVENTHOST_BENCH_BATCH` / `EVENTHOST_BENCH_WORKERS`
+/// to explore others.
+fn relay_config() -> RelayConfig {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    let default = RelayConfig::default();
+    RelayConfig {
+        batch_size: env("EVENTHOST_BENCH_BATCH").unwrap_or(default.batch_size),
+        workers: env("EVENTHOST_BENCH_WORKERS").unwrap_or(default.workers),
+        ..default
+    }
+}
+
 async fn relay_drain(pool: &PgPool, broker: &BrokerConfig) -> anyhow::Result<f64> {
-    let relay = Relay::new(pool.clone(), broker.clone(), RelayConfig::default());
+    let relay = Relay::new(pool.clone(), broker.clone(), relay_config());
     let token = CancellationToken::new();
     let start = Instant::now();
     let task = {
@@ -128,7 +140,7 @@ async fn relay_drain(pool: &PgPool, broker: &BrokerConfig) -> anyhow::Result<f64
 
 /// Commit → confirm at a steady rate, with the relay already running.
 async fn latency(pool: &PgPool, broker: &BrokerConfig) -> anyhow::Result<Vec<Duration>> {
-    let relay = Relay::new(pool.clone(), broker.clone(), RelayConfig::default());
+    let relay = Relay::new(pool.clone(), broker.clone(), relay_config());
     let mut confirmed = relay.subscribe();
     let token = CancellationToken::new();
     let task = {
@@ -182,6 +194,10 @@ async fn latency(pool: &PgPool, broker: &BrokerConfig) -> anyhow::Result<Vec<Dur
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let server = std::env::var("EVENTHOST_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let amqp = std::env::var("EVENTHOST_TEST_AMQP_URL")
@@ -235,7 +251,11 @@ async fn main() -> anyhow::Result<()> {
     println!("message body: {} bytes", bodies[0].len());
 
     let (mut raw, mut relayed) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    let rounds: usize = std::env::var("EVENTHOST_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for round in 0..rounds {
         channel
             .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
             .await?;

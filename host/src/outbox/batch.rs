@@ -3,6 +3,7 @@
 //! (short) transaction; nothing is marked published before its confirm.
 
 use super::message;
+use super::order::{self, Hold};
 use super::store::{self, Failure, RetryPolicy};
 use crate::event::EventId;
 use lapin::options::BasicPublishOptions;
@@ -22,6 +23,7 @@ pub struct Confirmed {
 #[derive(Debug, Default)]
 pub struct BatchReport {
     pub claimed: usize,
+    /// Rows waiting for an earlier event of their aggregate in another relay's batch.
     pub blocked: usize,
     pub confirmed: Vec<Confirmed>,
     pub failed: usize,
@@ -44,8 +46,10 @@ pub async fn run(
     channel: &Channel,
     settings: &BatchSettings<'_>,
 ) -> Result<BatchReport, sqlx::Error> {
+    let started = Instant::now();
     let mut tx = pool.begin().await?;
     let rows = store::claim(&mut tx, settings.batch_size).await?;
+    let claimed_at = Instant::now();
     let mut report = BatchReport {
         claimed: rows.len(),
         ..BatchReport::default()
@@ -60,10 +64,19 @@ pub async fn run(
     let mut held: HashSet<(String, String)> = HashSet::new();
     let mut failures = Vec::new();
     let mut in_flight = Vec::with_capacity(rows.len());
-    for row in rows {
-        if row.blocked {
-            report.blocked += 1;
-            continue;
+    let mut postponed = Vec::new();
+    let holds = order::publishable(&rows);
+    for (row, hold) in rows.into_iter().zip(holds) {
+        match hold {
+            None => {}
+            Some(Hold::Busy) => {
+                report.blocked += 1;
+                continue;
+            }
+            Some(Hold::Retry(at)) => {
+                postponed.push((row.seq, at));
+                continue;
+            }
         }
         let aggregate = (row.aggregate_type.clone(), row.aggregate_id.clone());
         if report.broker_lost.is_some() || held.contains(&aggregate) {
@@ -94,6 +107,7 @@ pub async fn run(
         }
     }
 
+    let sent_at = Instant::now();
     let deadline = tokio::time::Instant::now() + settings.confirm_timeout;
     let mut published = Vec::with_capacity(in_flight.len());
     for (seq, event_id, aggregate, confirm) in in_flight {
@@ -127,9 +141,20 @@ pub async fn run(
         }
     }
 
+    let confirmed_at = Instant::now();
     store::mark_published(&mut tx, &published).await?;
+    store::postpone(&mut tx, &postponed).await?;
     report.dead = store::mark_failed(&mut tx, &failures, settings.retry).await?;
     tx.commit().await?;
     report.failed = failures.len();
+    tracing::debug!(
+        claimed = report.claimed,
+        published = published.len(),
+        claim_ms = (claimed_at - started).as_secs_f64() * 1e3,
+        send_ms = (sent_at - claimed_at).as_secs_f64() * 1e3,
+        confirm_ms = (confirmed_at - sent_at).as_secs_f64() * 1e3,
+        mark_ms = confirmed_at.elapsed().as_secs_f64() * 1e3,
+        "relay batch"
+    );
     Ok(report)
 }

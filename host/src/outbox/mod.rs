@@ -5,6 +5,7 @@
 mod batch;
 mod health;
 mod message;
+mod order;
 mod producer;
 mod relay;
 mod store;

@@ -13,8 +13,7 @@ const PURGE_LOCK: (i32, i32) = (7461, 1);
 /// The LISTEN/NOTIFY channel the insert trigger signals.
 pub const NOTIFY_CHANNEL: &str = "eventhost_outbox";
 
-/// A claimed row. `blocked` rows wait for an earlier event of their aggregate that is
-/// still pending elsewhere (another relay's batch, or a retry): they are not published.
+/// A claimed row, with the nearest earlier pending row of its aggregate (if any).
 #[derive(Debug, sqlx::FromRow)]
 pub struct ClaimedRow {
     pub seq: i64,
@@ -27,53 +26,59 @@ pub struct ClaimedRow {
     pub schema_version: i32,
     pub occurred_at: DateTime<Utc>,
     pub headers: Value,
-    pub blocked: bool,
+    pub previous_seq: Option<i64>,
+    /// When the previous row is waiting for a retry: until when.
+    pub previous_retry_at: Option<DateTime<Utc>>,
 }
 
 /// Claims up to `limit` due pending rows in `seq` order, locking them (skipping rows
-/// other relays hold) until the caller's transaction ends.
-///
-/// Order rule: a row is publishable only if every earlier pending row of its aggregate
-/// is in this same claim (then it is published first, on the same channel). A row
-/// behind an earlier one held by another relay comes back `blocked`; rows of an
-/// aggregate whose oldest pending row waits for a retry are not claimed at all, so a
-/// failing aggregate never fills the batch and holds up the others.
+/// other relays hold) until the caller's transaction ends. Which of them may be
+/// published is decided by [`super::order::publishable`].
 pub async fn claim(conn: &mut PgConnection, limit: u32) -> Result<Vec<ClaimedRow>, sqlx::Error> {
     sqlx::query_as::<_, ClaimedRow>(
         "WITH candidates AS ( \
-             SELECT o.seq, o.aggregate_type, o.aggregate_id FROM outbox_events o \
-             WHERE o.status = 'pending' AND o.next_attempt_at <= now() \
-               AND NOT EXISTS ( \
-                   SELECT 1 FROM ( \
-                       SELECT h.next_attempt_at FROM outbox_events h \
-                       WHERE h.status = 'pending' AND h.aggregate_type = o.aggregate_type \
-                         AND h.aggregate_id = o.aggregate_id \
-                       ORDER BY h.seq LIMIT 1) head \
-                   WHERE head.next_attempt_at > now()) \
-             ORDER BY o.seq LIMIT $1 \
-             FOR UPDATE OF o SKIP LOCKED \
-         ), checked AS ( \
-             SELECT c.seq, c.aggregate_type, c.aggregate_id, \
-                    COALESCE(prev.seq NOT IN (SELECT seq FROM candidates), false) AS waits \
-             FROM candidates c \
-             LEFT JOIN LATERAL ( \
-                 SELECT p.seq FROM outbox_events p \
-                 WHERE p.status = 'pending' AND p.aggregate_type = c.aggregate_type \
-                   AND p.aggregate_id = c.aggregate_id AND p.seq < c.seq \
-                 ORDER BY p.seq DESC LIMIT 1) prev ON true \
-         ), ready AS ( \
-             SELECT seq, bool_or(waits) OVER ( \
-                        PARTITION BY aggregate_type, aggregate_id ORDER BY seq) AS blocked \
-             FROM checked \
-         ) \
-         SELECT o.seq, o.event_id, o.aggregate_type, o.aggregate_id, o.event_type, o.source, \
-                o.payload, o.schema_version, o.occurred_at, o.headers, r.blocked \
-         FROM ready r JOIN outbox_events o ON o.seq = r.seq \
-         ORDER BY o.seq",
+             SELECT seq, event_id, aggregate_type, aggregate_id, event_type, source, payload, \
+                    schema_version, occurred_at, headers \
+             FROM outbox_events \
+             WHERE status = 'pending' AND next_attempt_at <= now() \
+             ORDER BY seq LIMIT $1 \
+             FOR UPDATE SKIP LOCKED) \
+         SELECT c.*, prev.seq AS previous_seq, \
+                CASE WHEN prev.next_attempt_at > now() THEN prev.next_attempt_at END \
+                    AS previous_retry_at \
+         FROM candidates c \
+         LEFT JOIN LATERAL ( \
+             SELECT p.seq, p.next_attempt_at FROM outbox_events p \
+             WHERE p.status = 'pending' AND p.aggregate_type = c.aggregate_type \
+               AND p.aggregate_id = c.aggregate_id AND p.seq < c.seq \
+             ORDER BY p.seq DESC LIMIT 1) prev ON true \
+         ORDER BY c.seq",
     )
     .bind(limit as i64)
     .fetch_all(conn)
     .await
+}
+
+/// Rows waiting behind a retrying event of their aggregate inherit its retry time, so
+/// later claims pass over them instead of filling batches with rows that cannot go.
+pub async fn postpone(
+    conn: &mut PgConnection,
+    rows: &[(i64, DateTime<Utc>)],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.1).collect();
+    sqlx::query(
+        "UPDATE outbox_events o SET next_attempt_at = d.at \
+         FROM unnest($1::int8[], $2::timestamptz[]) AS d(seq, at) WHERE o.seq = d.seq",
+    )
+    .bind(&seqs)
+    .bind(&times)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 pub async fn mark_published(conn: &mut PgConnection, seqs: &[i64]) -> Result<(), sqlx::Error> {
