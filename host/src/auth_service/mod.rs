@@ -165,32 +165,29 @@ async fn get_user(
 }
 
 async fn deactivate(
-    State(state): State<Arc<AppState>>,
+    state: State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Path<String>,
 ) -> Result<Json<users::User>, ApiError> {
-    let user = users::set_active(
-        &state.pool,
-        &producer(&state, &headers),
-        parse_id(&id)?,
-        false,
-    )
-    .await?;
-    Ok(Json(user))
+    set_active(state, headers, id, false).await
 }
 
 async fn activate(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Path<String>,
+) -> Result<Json<users::User>, ApiError> {
+    set_active(state, headers, id, true).await
+}
+
+async fn set_active(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    active: bool,
 ) -> Result<Json<users::User>, ApiError> {
-    let user = users::set_active(
-        &state.pool,
-        &producer(&state, &headers),
-        parse_id(&id)?,
-        true,
-    )
-    .await?;
+    let id = parse_id(&id)?;
+    let user = users::set_active(&state.pool, &producer(&state, &headers), id, active).await?;
     Ok(Json(user))
 }
 
