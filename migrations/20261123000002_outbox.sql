@@ -3,9 +3,11 @@
 --
 -- `seq` is the publication order: the relay claims by status in `seq` order and never
 -- publishes an event while an earlier event of the same aggregate is still pending.
+-- `seq` is deliberately indexed only among pending rows: an index over all rows would
+-- let the planner walk every published row awaiting the purge to find the pending ones.
 CREATE TABLE outbox_events (
-    seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id        uuid NOT NULL UNIQUE,
+    event_id        uuid PRIMARY KEY,
+    seq             bigint GENERATED ALWAYS AS IDENTITY,
     aggregate_type  text NOT NULL,
     aggregate_id    text NOT NULL,
     event_type      text NOT NULL,

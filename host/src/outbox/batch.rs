@@ -74,7 +74,7 @@ pub async fn run(
                 continue;
             }
             Some(Hold::Retry(at)) => {
-                postponed.push((row.seq, at));
+                postponed.push((row.event_id, at));
                 continue;
             }
         }
@@ -82,12 +82,15 @@ pub async fn run(
         if report.broker_lost.is_some() || held.contains(&aggregate) {
             continue;
         }
-        let (seq, event_id) = (row.seq, EventId(row.event_id));
+        let event_id = EventId(row.event_id);
         let outgoing = match message::build(row, settings.max_message_bytes) {
             Ok(outgoing) => outgoing,
             Err(error) => {
                 tracing::warn!(%event_id, %error, "event cannot be published");
-                failures.push(Failure { seq, error });
+                failures.push(Failure {
+                    event_id: event_id.0,
+                    error,
+                });
                 held.insert(aggregate);
                 continue;
             }
@@ -102,7 +105,7 @@ pub async fn run(
             )
             .await
         {
-            Ok(confirm) => in_flight.push((seq, event_id, aggregate, confirm)),
+            Ok(confirm) => in_flight.push((event_id, aggregate, confirm)),
             Err(e) => report.broker_lost = Some(e.to_string()),
         }
     }
@@ -110,10 +113,10 @@ pub async fn run(
     let sent_at = Instant::now();
     let deadline = tokio::time::Instant::now() + settings.confirm_timeout;
     let mut published = Vec::with_capacity(in_flight.len());
-    for (seq, event_id, aggregate, confirm) in in_flight {
+    for (event_id, aggregate, confirm) in in_flight {
         match tokio::time::timeout_at(deadline, confirm).await {
             Ok(Ok(Confirmation::Ack(_))) => {
-                published.push(seq);
+                published.push(event_id.0);
                 report.confirmed.push(Confirmed {
                     event_id,
                     at: Instant::now(),
@@ -125,7 +128,7 @@ pub async fn run(
                 tracing::warn!(%event_id, aggregate_type = %aggregate.0, aggregate_id = %aggregate.1,
                     "broker refused the event (nack); it will be retried, possibly after later events of its aggregate");
                 failures.push(Failure {
-                    seq,
+                    event_id: event_id.0,
                     error: "broker refused the message (basic.nack)".into(),
                 });
             }

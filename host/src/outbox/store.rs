@@ -63,33 +63,33 @@ pub async fn claim(conn: &mut PgConnection, limit: u32) -> Result<Vec<ClaimedRow
 /// later claims pass over them instead of filling batches with rows that cannot go.
 pub async fn postpone(
     conn: &mut PgConnection,
-    rows: &[(i64, DateTime<Utc>)],
+    rows: &[(Uuid, DateTime<Utc>)],
 ) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
-    let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.1).collect();
     sqlx::query(
         "UPDATE outbox_events o SET next_attempt_at = d.at \
-         FROM unnest($1::int8[], $2::timestamptz[]) AS d(seq, at) WHERE o.seq = d.seq",
+         FROM unnest($1::uuid[], $2::timestamptz[]) AS d(id, at) WHERE o.event_id = d.id",
     )
-    .bind(&seqs)
+    .bind(&ids)
     .bind(&times)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-pub async fn mark_published(conn: &mut PgConnection, seqs: &[i64]) -> Result<(), sqlx::Error> {
-    if seqs.is_empty() {
+pub async fn mark_published(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
         return Ok(());
     }
     sqlx::query(
         "UPDATE outbox_events SET status = 'published', published_at = now() \
-         WHERE seq = ANY($1)",
+         WHERE event_id = ANY($1)",
     )
-    .bind(seqs)
+    .bind(ids)
     .execute(conn)
     .await?;
     Ok(())
@@ -98,7 +98,7 @@ pub async fn mark_published(conn: &mut PgConnection, seqs: &[i64]) -> Result<(),
 /// A failed publication of one row, with the reason stored as `last_error`.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    pub seq: i64,
+    pub event_id: Uuid,
     pub error: String,
 }
 
@@ -121,7 +121,7 @@ pub async fn mark_failed(
     if failures.is_empty() {
         return Ok(0);
     }
-    let seqs: Vec<i64> = failures.iter().map(|f| f.seq).collect();
+    let ids: Vec<Uuid> = failures.iter().map(|f| f.event_id).collect();
     let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
     let dead: Vec<bool> = sqlx::query_scalar(
         "UPDATE outbox_events o SET \
@@ -131,11 +131,11 @@ pub async fn mark_failed(
              next_attempt_at = now() + make_interval(secs => \
                  least($5::float8, $4::float8 * power(2::float8, o.attempts)) \
                  * (0.5 + random() / 2)) \
-         FROM unnest($1::int8[], $2::text[]) AS f(seq, error) \
-         WHERE o.seq = f.seq \
+         FROM unnest($1::uuid[], $2::text[]) AS f(id, error) \
+         WHERE o.event_id = f.id \
          RETURNING o.status = 'dead'",
     )
-    .bind(&seqs)
+    .bind(&ids)
     .bind(&errors)
     .bind(policy.max_attempts as i32)
     .bind(policy.base.as_secs_f64())
@@ -165,8 +165,8 @@ pub async fn purge(
             return Ok(if total == 0 { None } else { Some(total) });
         }
         let deleted = sqlx::query(
-            "DELETE FROM outbox_events WHERE seq IN ( \
-                 SELECT seq FROM outbox_events \
+            "DELETE FROM outbox_events WHERE event_id IN ( \
+                 SELECT event_id FROM outbox_events \
                  WHERE status = 'published' AND published_at < now() - make_interval(secs => $1) \
                  ORDER BY published_at LIMIT $2)",
         )
