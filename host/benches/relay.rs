@@ -108,14 +108,15 @@ async fn raw_publish(channel: &Channel, exchange: &str, bodies: &[Vec<u8>]) -> a
     Ok(bodies.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-/// The relay's settings: defaults, or `EVENTHOST_BENCH_BATCH` / `EVENTHOST_BENCH_WORKERS`
-/// to explore others.
+/// The relay's settings: defaults, or `EVENTHOST_BENCH_BATCH`, `EVENTHOST_BENCH_WORKERS`
+/// and `EVENTHOST_BENCH_PIPELINE` to explore others.
 fn relay_config() -> RelayConfig {
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
     let default = RelayConfig::default();
     RelayConfig {
         batch_size: env("EVENTHOST_BENCH_BATCH").unwrap_or(default.batch_size),
         workers: env("EVENTHOST_BENCH_WORKERS").unwrap_or(default.workers),
+        pipeline: env("EVENTHOST_BENCH_PIPELINE").unwrap_or(default.pipeline),
         ..default
     }
 }
@@ -220,15 +221,24 @@ async fn main() -> anyhow::Result<()> {
     channel
         .queue_declare(queue.as_str().into(), durable, FieldTable::default())
         .await?;
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            broker.exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    if std::env::var("EVENTHOST_BENCH_NO_QUEUE").is_ok() {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+        channel
+            .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+            .await?;
+    } else {
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                broker.exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
 
     // The raw publisher sends what the relay sends: the same CloudEvents bodies.
     let bodies: Vec<Vec<u8>> = (0..BACKLOG)

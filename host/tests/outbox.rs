@@ -374,6 +374,9 @@ async fn a_row_that_keeps_failing_ends_dead_without_blocking_others_and_replay_r
         after_poison.id
     );
 
+    world
+        .wait_for("published", 2, Duration::from_secs(10))
+        .await;
     let status = outbox::status(&world.pool).await.unwrap();
     assert_eq!((status.pending, status.published, status.dead), (0, 2, 1));
 

@@ -36,9 +36,12 @@ pub struct RelayConfig {
     pub enabled: bool,
     /// Rows claimed (and messages in flight) per batch.
     pub batch_size: u32,
-    /// Batches in flight at once, each on its own PostgreSQL transaction and AMQP
-    /// channel. Two keep the broker busy while the other batch is being marked.
+    /// Independent publishing loops, each with its own AMQP connection. One is usually
+    /// best: the broker takes a steady stream on one connection faster than several.
     pub workers: u32,
+    /// Batches each worker keeps in flight: the next is claimed and sent while the
+    /// previous one awaits its confirms (each batch holds its own transaction).
+    pub pipeline: u32,
     /// Fallback poll when no NOTIFY arrives (new rows wake the relay at once).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -70,7 +73,8 @@ impl Default for RelayConfig {
         Self {
             enabled: true,
             batch_size: 500,
-            workers: 2,
+            workers: 1,
+            pipeline: 3,
             poll_interval: Duration::from_secs(1),
             max_attempts: 12,
             backoff_base: Duration::from_secs(1),
@@ -89,6 +93,7 @@ impl RelayConfig {
         let counts = [
             ("batch_size", self.batch_size),
             ("workers", self.workers),
+            ("pipeline", self.pipeline),
             ("max_attempts", self.max_attempts),
             ("purge_batch", self.purge_batch),
         ];

@@ -1,17 +1,21 @@
-//! One relay batch: claim rows, publish them pipelined on a confirm channel, wait for the
-//! confirms, mark what the broker accepted, commit. The row locks are held only for this
-//! (short) transaction; nothing is marked published before its confirm.
+//! One relay batch, in two halves so a worker can keep the broker busy:
+//! [`send`] claims rows (locking them in the batch's own transaction) and publishes them
+//! pipelined on a confirm channel; [`SentBatch::finish`] awaits the confirms, marks what
+//! the broker accepted and commits. Nothing is marked published before its confirm, and
+//! the row locks last only from claim to commit.
 
 use super::message;
 use super::order::{self, Hold};
 use super::store::{self, Failure, RetryPolicy};
 use crate::event::EventId;
+use chrono::{DateTime, Utc};
 use lapin::options::BasicPublishOptions;
-use lapin::{Channel, Confirmation};
-use sqlx::PgPool;
+use lapin::{Channel, Confirmation, PublisherConfirm};
+use sqlx::{PgPool, Postgres, Transaction};
 use std::collections::HashSet;
 use std::time::Instant;
 use tokio::time::Duration;
+use uuid::Uuid;
 
 /// One event the broker confirmed, and when.
 #[derive(Debug, Clone, Copy)]
@@ -23,8 +27,9 @@ pub struct Confirmed {
 #[derive(Debug, Default)]
 pub struct BatchReport {
     pub claimed: usize,
-    /// Rows waiting for an earlier event of their aggregate in another relay's batch.
+    /// Rows waiting for an earlier event of their aggregate in another batch.
     pub blocked: usize,
+    pub sent: usize,
     pub confirmed: Vec<Confirmed>,
     pub failed: usize,
     pub dead: u64,
@@ -41,123 +46,173 @@ pub struct BatchSettings<'a> {
     pub retry: RetryPolicy,
 }
 
-pub async fn run(
+/// A claimed batch whose messages are on their way.
+pub struct SentBatch {
+    tx: Transaction<'static, Postgres>,
+    in_flight: Vec<(EventId, (String, String), PublisherConfirm)>,
+    failures: Vec<Failure>,
+    postponed: Vec<(Uuid, DateTime<Utc>)>,
+    report: BatchReport,
+    started: Instant,
+    sent_at: Instant,
+}
+
+/// Claims a batch and publishes what the order rule lets go.
+pub async fn send(
     pool: &PgPool,
     channel: &Channel,
     settings: &BatchSettings<'_>,
-) -> Result<BatchReport, sqlx::Error> {
+) -> Result<SentBatch, sqlx::Error> {
     let started = Instant::now();
     let mut tx = pool.begin().await?;
     let rows = store::claim(&mut tx, settings.batch_size).await?;
-    let claimed_at = Instant::now();
-    let mut report = BatchReport {
-        claimed: rows.len(),
-        ..BatchReport::default()
+    let mut batch = SentBatch {
+        tx,
+        in_flight: Vec::with_capacity(rows.len()),
+        failures: Vec::new(),
+        postponed: Vec::new(),
+        report: BatchReport {
+            claimed: rows.len(),
+            ..BatchReport::default()
+        },
+        started,
+        sent_at: started,
     };
-    if rows.is_empty() {
-        tx.rollback().await?;
-        return Ok(report);
-    }
-
     // Aggregates with an event that could not be sent in this batch: their later events
     // wait too, so the retry cannot be overtaken.
     let mut held: HashSet<(String, String)> = HashSet::new();
-    let mut failures = Vec::new();
-    let mut in_flight = Vec::with_capacity(rows.len());
-    let mut postponed = Vec::new();
     let holds = order::publishable(&rows);
+    let mut ready = Vec::with_capacity(rows.len());
     for (row, hold) in rows.into_iter().zip(holds) {
         match hold {
             None => {}
             Some(Hold::Busy) => {
-                report.blocked += 1;
+                batch.report.blocked += 1;
                 continue;
             }
             Some(Hold::Retry(at)) => {
-                postponed.push((row.event_id, at));
+                batch.postponed.push((row.event_id, at));
                 continue;
             }
         }
         let aggregate = (row.aggregate_type.clone(), row.aggregate_id.clone());
-        if report.broker_lost.is_some() || held.contains(&aggregate) {
+        if held.contains(&aggregate) {
             continue;
         }
         let event_id = EventId(row.event_id);
-        let outgoing = match message::build(row, settings.max_message_bytes) {
-            Ok(outgoing) => outgoing,
+        match message::build(row, settings.max_message_bytes) {
+            Ok(outgoing) => ready.push((event_id, aggregate, outgoing)),
             Err(error) => {
                 tracing::warn!(%event_id, %error, "event cannot be published");
-                failures.push(Failure {
+                batch.failures.push(Failure {
                     event_id: event_id.0,
                     error,
                 });
                 held.insert(aggregate);
-                continue;
             }
+        }
+    }
+    publish_all(channel, settings.exchange, ready, &mut batch).await;
+    batch.report.sent = batch.in_flight.len();
+    batch.sent_at = Instant::now();
+    Ok(batch)
+}
+
+/// Publishes the messages in order with one hand-off to lapin's I/O thread for the lot:
+/// each publish is polled once, in order, which queues its frames and takes its delivery
+/// tag, and only then are the sends awaited together. Awaiting each publish before the
+/// next (a thread wake-up per message) halves the rate here.
+async fn publish_all(
+    channel: &Channel,
+    exchange: &str,
+    ready: Vec<(EventId, (String, String), message::Outgoing)>,
+    batch: &mut SentBatch,
+) {
+    let mut publishes = Vec::with_capacity(ready.len());
+    for (_, _, outgoing) in &ready {
+        let mut publish = Box::pin(channel.basic_publish(
+            exchange.into(),
+            outgoing.routing_key.clone(),
+            BasicPublishOptions::default(),
+            &outgoing.body,
+            outgoing.properties.clone(),
+        ));
+        let first = futures_lite::future::poll_once(publish.as_mut()).await;
+        publishes.push((publish, first));
+    }
+    for ((event_id, aggregate, _), (publish, first)) in ready.iter().zip(publishes) {
+        let sent = match first {
+            Some(result) => result,
+            None => publish.await,
         };
-        match channel
-            .basic_publish(
-                settings.exchange.into(),
-                outgoing.routing_key,
-                BasicPublishOptions::default(),
-                &outgoing.body,
-                outgoing.properties,
-            )
-            .await
-        {
-            Ok(confirm) => in_flight.push((event_id, aggregate, confirm)),
-            Err(e) => report.broker_lost = Some(e.to_string()),
-        }
-    }
-
-    let sent_at = Instant::now();
-    let deadline = tokio::time::Instant::now() + settings.confirm_timeout;
-    let mut published = Vec::with_capacity(in_flight.len());
-    for (event_id, aggregate, confirm) in in_flight {
-        match tokio::time::timeout_at(deadline, confirm).await {
-            Ok(Ok(Confirmation::Ack(_))) => {
-                published.push(event_id.0);
-                report.confirmed.push(Confirmed {
-                    event_id,
-                    at: Instant::now(),
-                });
-            }
-            Ok(Ok(Confirmation::Nack(_))) | Ok(Ok(Confirmation::NotRequested)) => {
-                // Later events of this aggregate may already be accepted: the retry of this
-                // one will arrive after them. Rare (a broker-internal error), so loud.
-                tracing::warn!(%event_id, aggregate_type = %aggregate.0, aggregate_id = %aggregate.1,
-                    "broker refused the event (nack); it will be retried, possibly after later events of its aggregate");
-                failures.push(Failure {
-                    event_id: event_id.0,
-                    error: "broker refused the message (basic.nack)".into(),
-                });
-            }
-            Ok(Err(e)) => {
-                report.broker_lost.get_or_insert(e.to_string());
-            }
-            Err(_) => {
-                report.broker_lost.get_or_insert(format!(
-                    "no confirm within relay.confirm_timeout ({:?})",
-                    settings.confirm_timeout
-                ));
+        match sent {
+            Ok(confirm) => batch
+                .in_flight
+                .push((*event_id, aggregate.clone(), confirm)),
+            Err(e) => {
+                batch.report.broker_lost.get_or_insert(e.to_string());
             }
         }
     }
+}
 
-    let confirmed_at = Instant::now();
-    store::mark_published(&mut tx, &published).await?;
-    store::postpone(&mut tx, &postponed).await?;
-    report.dead = store::mark_failed(&mut tx, &failures, settings.retry).await?;
-    tx.commit().await?;
-    report.failed = failures.len();
-    tracing::debug!(
-        claimed = report.claimed,
-        published = published.len(),
-        claim_ms = (claimed_at - started).as_secs_f64() * 1e3,
-        send_ms = (sent_at - claimed_at).as_secs_f64() * 1e3,
-        confirm_ms = (confirmed_at - sent_at).as_secs_f64() * 1e3,
-        mark_ms = confirmed_at.elapsed().as_secs_f64() * 1e3,
-        "relay batch"
-    );
-    Ok(report)
+impl SentBatch {
+    pub fn report(&self) -> &BatchReport {
+        &self.report
+    }
+
+    /// Awaits the confirms (up to `confirm_timeout`), marks and commits.
+    pub async fn finish(
+        mut self,
+        confirm_timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Result<BatchReport, sqlx::Error> {
+        let deadline = tokio::time::Instant::now() + confirm_timeout;
+        let mut published = Vec::with_capacity(self.in_flight.len());
+        for (event_id, aggregate, confirm) in std::mem::take(&mut self.in_flight) {
+            match tokio::time::timeout_at(deadline, confirm).await {
+                Ok(Ok(Confirmation::Ack(_))) => {
+                    published.push(event_id.0);
+                    self.report.confirmed.push(Confirmed {
+                        event_id,
+                        at: Instant::now(),
+                    });
+                }
+                Ok(Ok(Confirmation::Nack(_))) | Ok(Ok(Confirmation::NotRequested)) => {
+                    // Later events of this aggregate may already be accepted: the retry of
+                    // this one will arrive after them. Rare (a broker-internal error), so loud.
+                    tracing::warn!(%event_id, aggregate_type = %aggregate.0, aggregate_id = %aggregate.1,
+                        "broker refused the event (nack); it will be retried, possibly after later events of its aggregate");
+                    self.failures.push(Failure {
+                        event_id: event_id.0,
+                        error: "broker refused the message (basic.nack)".into(),
+                    });
+                }
+                Ok(Err(e)) => {
+                    self.report.broker_lost.get_or_insert(e.to_string());
+                }
+                Err(_) => {
+                    self.report.broker_lost.get_or_insert(format!(
+                        "no confirm within relay.confirm_timeout ({confirm_timeout:?})"
+                    ));
+                }
+            }
+        }
+        let confirmed_at = Instant::now();
+        let mut tx = self.tx;
+        store::mark_published(&mut tx, &published).await?;
+        store::postpone(&mut tx, &self.postponed).await?;
+        self.report.dead = store::mark_failed(&mut tx, &self.failures, retry).await?;
+        tx.commit().await?;
+        self.report.failed = self.failures.len();
+        tracing::debug!(
+            claimed = self.report.claimed,
+            published = published.len(),
+            send_ms = (self.sent_at - self.started).as_secs_f64() * 1e3,
+            confirm_ms = (confirmed_at - self.sent_at).as_secs_f64() * 1e3,
+            mark_ms = confirmed_at.elapsed().as_secs_f64() * 1e3,
+            "relay batch"
+        );
+        Ok(self.report)
+    }
 }

@@ -2,7 +2,7 @@
 //! purger. Each reconnects by itself with backoff; outages are logged once when they
 //! start and once when they end.
 
-use super::batch::{self, BatchSettings, Confirmed};
+use super::batch::{self, BatchReport, BatchSettings, Confirmed};
 use super::health::{Backoff, Health};
 use super::store::{self, RetryPolicy, NOTIFY_CHANNEL};
 use crate::broker;
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -183,6 +184,12 @@ impl Inner {
     }
 
     /// Publishes batches on one channel until the broker connection is lost or shutdown.
+    ///
+    /// Up to `relay.pipeline` batches are in flight: each batch's confirms are awaited
+    /// (and its rows marked) by a task of its own while the worker claims and sends the
+    /// next, so the broker sees a steady stream rather than bursts, and a new event need
+    /// not wait for the previous batch's confirms. Each batch's rows are locked by its
+    /// own transaction, so the order rule treats them like another relay's.
     async fn publish_until_lost(
         &self,
         channel: &lapin::Channel,
@@ -190,47 +197,112 @@ impl Inner {
         wake: &mut watch::Receiver<u64>,
         shutdown: &CancellationToken,
     ) {
+        let pipeline = self.config.pipeline.max(1) as usize;
+        let mut in_flight: JoinSet<Result<BatchReport, sqlx::Error>> = JoinSet::new();
         let mut db_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        while !shutdown.is_cancelled() {
+        loop {
+            while let Some(done) = in_flight.try_join_next() {
+                if !self.finished(done) {
+                    return self.drain(&mut in_flight).await;
+                }
+            }
+            if shutdown.is_cancelled() {
+                return self.drain(&mut in_flight).await;
+            }
+            if in_flight.len() >= pipeline {
+                if let Some(done) = in_flight.join_next().await {
+                    if !self.finished(done) {
+                        return self.drain(&mut in_flight).await;
+                    }
+                }
+                continue;
+            }
             wake.mark_unchanged();
-            let report = match batch::run(&self.pool, channel, settings).await {
-                Ok(report) => report,
+            let sent = match batch::send(&self.pool, channel, settings).await {
+                Ok(sent) => sent,
                 Err(e) => {
                     self.health.database_failed(&e);
                     if !pause(db_backoff.next(), shutdown).await {
-                        return;
+                        return self.drain(&mut in_flight).await;
                     }
                     continue;
                 }
             };
             self.health.database_recovered();
             db_backoff.reset();
-            self.record(&report);
-            if let Some(reason) = report.broker_lost {
-                self.health.broker_lost(&reason);
-                return;
-            }
-            let published = report.confirmed.len() + report.failed;
-            let full = report.claimed as u32 >= settings.batch_size;
-            if full && published > 0 {
+            let report = sent.report();
+            let full = report.claimed as u32 >= settings.batch_size && report.sent > 0;
+            let only_blocked = report.sent == 0 && report.blocked > 0;
+            let idle = report.claimed == 0;
+            let (timeout, retry) = (settings.confirm_timeout, settings.retry);
+            in_flight.spawn(async move { sent.finish(timeout, retry).await });
+            if full {
                 continue;
             }
-            // Idle, or only rows waiting for another relay's batch: wait for a NOTIFY, the
-            // poll interval, or (when blocked) briefly for the other batch to commit.
-            let wait = if report.blocked > 0 {
+            // Idle, or only rows waiting for another batch: wait for a NOTIFY, the poll
+            // interval, or (when blocked) a batch of ours to finish or another relay's
+            // to commit. Batches in flight finish meanwhile.
+            let wait = if only_blocked {
                 Duration::from_millis(20).min(self.config.poll_interval)
             } else {
                 self.config.poll_interval
             };
-            tokio::select! {
-                _ = wake.changed() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.cancelled() => return,
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    _ = wake.changed() => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = shutdown.cancelled() => break,
+                    Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                        if !self.finished(done) {
+                            return self.drain(&mut in_flight).await;
+                        }
+                        if only_blocked && !idle {
+                            break;
+                        }
+                    }
+                }
             }
         }
     }
 
-    fn record(&self, report: &batch::BatchReport) {
+    /// Records a finished batch; false when the broker connection was lost.
+    fn finished(
+        &self,
+        done: Result<Result<BatchReport, sqlx::Error>, tokio::task::JoinError>,
+    ) -> bool {
+        match done {
+            Ok(Ok(report)) => {
+                self.record(&report);
+                match &report.broker_lost {
+                    Some(reason) => {
+                        self.health.broker_lost(reason);
+                        false
+                    }
+                    None => true,
+                }
+            }
+            // The rows stay pending (their transaction rolled back) and are published
+            // again later: at least once.
+            Ok(Err(e)) => {
+                self.health.database_failed(&e);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "relay batch task failed");
+                true
+            }
+        }
+    }
+
+    /// Lets every batch in flight finish (confirms awaited, rows marked).
+    async fn drain(&self, in_flight: &mut JoinSet<Result<BatchReport, sqlx::Error>>) {
+        while let Some(done) = in_flight.join_next().await {
+            self.finished(done);
+        }
+    }
+
+    fn record(&self, report: &BatchReport) {
         let stats = &self.stats;
         stats
             .published
