@@ -74,7 +74,9 @@ async fn open_database(config: &Config) -> Result<sqlx::PgPool> {
     fixtures::ensure_database(&config.database_url)
         .await
         .context("creating the database")?;
-    let pool = database::connect(&config.database_url, 8).await?;
+    // Every batch in flight holds a connection; the auth service and the purge need a few more.
+    let relay = config.relay.workers * config.relay.pipeline;
+    let pool = database::connect(&config.database_url, relay + 6).await?;
     database::migrate(&pool).await?;
     Ok(pool)
 }
