@@ -232,17 +232,16 @@ impl Inner {
             db_backoff.reset();
             let report = sent.report();
             let full = report.claimed as u32 >= settings.batch_size && report.sent > 0;
-            let only_blocked = report.sent == 0 && report.blocked > 0;
-            let idle = report.claimed == 0;
+            let blocked = report.blocked > 0;
             let (timeout, retry) = (settings.confirm_timeout, settings.retry);
             in_flight.spawn(async move { sent.finish(timeout, retry).await });
             if full {
                 continue;
             }
-            // Idle, or only rows waiting for another batch: wait for a NOTIFY, the poll
-            // interval, or (when blocked) a batch of ours to finish or another relay's
-            // to commit. Batches in flight finish meanwhile.
-            let wait = if only_blocked {
+            // Idle, or rows waiting for another batch: wait for a NOTIFY, the poll
+            // interval, or (when some rows wait) a batch of ours to finish or, briefly,
+            // another relay's to commit. Batches in flight finish meanwhile.
+            let wait = if blocked {
                 Duration::from_millis(20).min(self.config.poll_interval)
             } else {
                 self.config.poll_interval
@@ -257,7 +256,7 @@ impl Inner {
                         if !self.finished(done) {
                             return self.drain(&mut in_flight).await;
                         }
-                        if only_blocked && !idle {
+                        if blocked {
                             break;
                         }
                     }
