@@ -19,6 +19,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// A `user` event whose payload carries a counter `n`, to check order by.
+pub fn user_event(user: &str, event_type: &str, n: u64) -> NewEvent {
+    NewEvent::new(
+        "tests",
+        "user",
+        user,
+        event_type,
+        serde_json::json!({ "userId": user, "n": n }),
+    )
+}
+
 pub fn amqp_url() -> String {
     std::env::var("EVENTHOST_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
