@@ -37,7 +37,19 @@ pub struct ReadResponse {
 
 impl Plugin {
     /// Runs the handler on one event. Effects are committed only when the outcome is `Ok`.
+    /// No inbox: the same event runs again if handled again (fixtures, `plugin invoke`).
     pub async fn handle(&self, event: &Event) -> Invocation {
+        self.invoke_handler(event, false).await
+    }
+
+    /// Handles a delivered event effectively once: the event id goes into the plugin's
+    /// inbox in the same transaction as the handler's effects, and an id already there
+    /// means `Duplicate` without running the handler.
+    pub async fn deliver(&self, event: &Event) -> Invocation {
+        self.invoke_handler(event, true).await
+    }
+
+    async fn invoke_handler(&self, event: &Event, inbox: bool) -> Invocation {
         let span = tracing::info_span!("handle", plugin = %self.name, event_id = %event.id, routing_key = %event.event_type);
         let wit_event = types::Event::from(event);
         let started = Instant::now();
@@ -45,23 +57,35 @@ impl Plugin {
         let result = self
             .run(
                 &mut store,
-                |r: &Result<(), types::HandlerError>| r.is_ok(),
+                |r: &Option<Result<(), types::HandlerError>>| matches!(r, Some(Ok(()))),
                 async |store, instance| {
+                    if inbox {
+                        let db = &mut store.data_mut().db;
+                        let new = db
+                            .record_delivery(event.id.0, &event.event_type)
+                            .await
+                            .map_err(|e| wasmtime::Error::msg(format!("inbox: {}", e.message)))?;
+                        if !new {
+                            return Ok(None);
+                        }
+                    }
                     let handler = self.handler.load(&mut *store, &instance)?;
-                    handler.call_handle(&mut *store, &wit_event).await
+                    handler.call_handle(&mut *store, &wit_event).await.map(Some)
                 },
             )
             .instrument(span.clone())
             .await;
         let outcome = match result {
-            Ok(Ok(())) => Outcome::Ok,
-            Ok(Err(types::HandlerError::Retryable(r))) => Outcome::Retryable(r),
-            Ok(Err(types::HandlerError::Permanent(r))) => Outcome::Permanent(r),
+            Ok(None) => Outcome::Duplicate,
+            Ok(Some(Ok(()))) => Outcome::Ok,
+            Ok(Some(Err(types::HandlerError::Retryable(r)))) => Outcome::Retryable(r),
+            Ok(Some(Err(types::HandlerError::Permanent(r)))) => Outcome::Permanent(r),
             Err(aborted) => aborted,
         };
         let elapsed = started.elapsed();
         span.in_scope(|| match &outcome {
             Outcome::Ok => tracing::debug!(?elapsed, "handled"),
+            Outcome::Duplicate => tracing::debug!(?elapsed, "already handled; skipped"),
             other => tracing::warn!(?elapsed, outcome = %other, "not handled"),
         });
         Invocation {

@@ -6,6 +6,9 @@ use std::fmt;
 pub enum Outcome {
     /// The handler succeeded and its effects are committed.
     Ok,
+    /// The event's effects were committed before (its id is in the plugin's inbox): the
+    /// handler did not run and nothing new was committed.
+    Duplicate,
     /// The handler asked to be retried later; nothing was committed.
     Retryable(String),
     /// The handler declared the event impossible; nothing was committed.
@@ -32,6 +35,7 @@ impl Outcome {
     pub fn class(&self) -> &'static str {
         match self {
             Self::Ok => "ok",
+            Self::Duplicate => "duplicate",
             Self::Permanent(_) => "permanent",
             Self::Retryable(_) | Self::Aborted(_) => "retryable",
         }
@@ -39,7 +43,7 @@ impl Outcome {
 
     pub fn reason(&self) -> Option<String> {
         match self {
-            Self::Ok => None,
+            Self::Ok | Self::Duplicate => None,
             Self::Retryable(r) | Self::Permanent(r) => Some(r.clone()),
             Self::Aborted(a) => Some(a.to_string()),
         }

@@ -56,6 +56,16 @@ pub async fn apply(
     )
     .await
     .map_err(MigrationError::Connect)?;
+    // The inbox: ids of events whose effects this plugin committed (see
+    // `DbSession::record_delivery`). In the plugin's schema so the row commits in the same
+    // transaction as the handler's writes.
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS _eventhost_inbox (
+             event_id uuid PRIMARY KEY, event_type text NOT NULL,
+             handled_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(MigrationError::Connect)?;
     let applied: Vec<(i32, String)> =
         sqlx::query_as("SELECT version, checksum FROM _eventhost_migrations")
             .fetch_all(&mut *tx)

@@ -87,6 +87,25 @@ impl DbSession {
         Ok(done.rows_affected())
     }
 
+    /// Opens the invocation's transaction with the event's inbox row. False when the
+    /// event's effects were already committed (a redelivery or a duplicate): the caller
+    /// then skips the handler and commits nothing new.
+    pub async fn record_delivery(
+        &mut self,
+        event_id: uuid::Uuid,
+        event_type: &str,
+    ) -> Result<bool, DbError> {
+        let conn: &mut PgConnection = &mut self.tx().await?.conn;
+        let query = sqlx::query(
+            "INSERT INTO _eventhost_inbox (event_id, event_type) VALUES ($1, $2) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(event_type.to_string());
+        let done = execute(conn, query).await.map_err(to_db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Commits what the plugin wrote; a no-op if it ran no statement.
     pub async fn commit(&mut self) -> Result<(), sqlx::Error> {
         self.finish("COMMIT").await
