@@ -1,6 +1,8 @@
-//! RabbitMQ: connecting (bounded in time), declaring the events exchange, and opening
-//! publisher channels with confirms. Reconnection is the caller's loop: a lapin
+//! RabbitMQ: connecting (bounded in time), declaring the events exchange and the
+//! plugins' queues ([`topology`]), and opening publisher channels with confirms. Reconnection is the caller's loop: a lapin
 //! connection that failed is dropped and a new one made.
+
+pub mod topology;
 
 use crate::config::BrokerConfig;
 use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -18,6 +20,16 @@ pub enum BrokerError {
     },
     #[error("cannot open a channel: {0}")]
     Channel(#[source] lapin::Error),
+    /// A PRECONDITION_FAILED here usually means the queue exists with other arguments
+    /// (e.g. classic vs quorum).
+    #[error("cannot declare queue {queue:?}: {source}")]
+    Queue { queue: String, source: lapin::Error },
+    #[error("cannot bind queue {queue:?} with {pattern:?}: {source}")]
+    Binding {
+        queue: String,
+        pattern: String,
+        source: lapin::Error,
+    },
 }
 
 /// The URL without its password, for logs and errors.
