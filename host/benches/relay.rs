@@ -255,7 +255,7 @@ async fn main() -> anyhow::Result<()> {
                 data: e.payload,
                 headers: e.headers.into_iter().collect(),
             };
-            serde_json::to_vec(&ce.to_json()).unwrap()
+            serde_json::to_vec(&ce.into_json()).unwrap()
         })
         .collect();
     println!("message body: {} bytes", bodies[0].len());

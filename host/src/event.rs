@@ -129,22 +129,27 @@ impl Event {
         Ok(event)
     }
 
-    /// The structured-mode JSON of this event (what the relay publishes).
+    /// The structured-mode JSON of this event.
     pub fn to_json(&self) -> Value {
+        self.clone().into_json()
+    }
+
+    /// The same, consuming the event (what the relay publishes: no copy of the payload).
+    pub fn into_json(self) -> Value {
         let mut map = Map::new();
         map.insert("specversion".into(), "1.0".into());
         map.insert("id".into(), self.id.to_string().into());
-        map.insert("source".into(), self.source.clone().into());
-        map.insert("type".into(), self.event_type.clone().into());
+        map.insert("source".into(), self.source.into());
+        map.insert("type".into(), self.event_type.into());
         map.insert("time".into(), self.time.to_rfc3339().into());
-        map.insert("subject".into(), self.subject.clone().into());
+        map.insert("subject".into(), self.subject.into());
         map.insert("datacontenttype".into(), "application/json".into());
-        map.insert("aggregatetype".into(), self.aggregate_type.clone().into());
+        map.insert("aggregatetype".into(), self.aggregate_type.into());
         map.insert("schemaversion".into(), self.schema_version.into());
-        for (name, value) in &self.headers {
-            map.insert(name.clone(), value.clone().into());
+        for (name, value) in self.headers {
+            map.insert(name, value.into());
         }
-        map.insert("data".into(), self.data.clone());
+        map.insert("data".into(), self.data);
         Value::Object(map)
     }
 }

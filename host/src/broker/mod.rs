@@ -1,6 +1,7 @@
 //! RabbitMQ: connecting (bounded in time), declaring the events exchange and the
-//! plugins' queues ([`topology`]), and opening publisher channels with confirms. Reconnection is the caller's loop: a lapin
-//! connection that failed is dropped and a new one made.
+//! plugins' queues ([`topology`]), and opening publisher channels with confirms.
+//! Reconnection is the caller's loop: a lapin connection that failed is dropped and a new
+//! one made.
 
 pub mod topology;
 

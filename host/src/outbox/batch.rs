@@ -128,27 +128,33 @@ async fn publish_all(
     ready: Vec<(EventId, (String, String), message::Outgoing)>,
     batch: &mut SentBatch,
 ) {
-    let mut publishes = Vec::with_capacity(ready.len());
-    for (_, _, outgoing) in &ready {
+    let mut keys = Vec::with_capacity(ready.len());
+    let mut bodies = Vec::with_capacity(ready.len());
+    let mut heads = Vec::with_capacity(ready.len());
+    for (event_id, aggregate, outgoing) in ready {
+        keys.push((event_id, aggregate));
+        bodies.push(outgoing.body);
+        heads.push((outgoing.routing_key, outgoing.properties));
+    }
+    let mut publishes = Vec::with_capacity(bodies.len());
+    for (body, (routing_key, properties)) in bodies.iter().zip(heads) {
         let mut publish = Box::pin(channel.basic_publish(
             exchange.into(),
-            outgoing.routing_key.clone(),
+            routing_key,
             BasicPublishOptions::default(),
-            &outgoing.body,
-            outgoing.properties.clone(),
+            body,
+            properties,
         ));
         let first = futures_lite::future::poll_once(publish.as_mut()).await;
         publishes.push((publish, first));
     }
-    for ((event_id, aggregate, _), (publish, first)) in ready.iter().zip(publishes) {
+    for ((event_id, aggregate), (publish, first)) in keys.into_iter().zip(publishes) {
         let sent = match first {
             Some(result) => result,
             None => publish.await,
         };
         match sent {
-            Ok(confirm) => batch
-                .in_flight
-                .push((*event_id, aggregate.clone(), confirm)),
+            Ok(confirm) => batch.in_flight.push((event_id, aggregate, confirm)),
             Err(e) => {
                 batch.report.broker_lost.get_or_insert(e.to_string());
             }

@@ -41,7 +41,8 @@ pub fn build(row: ClaimedRow, max_bytes: usize) -> Result<Outgoing, String> {
         data: row.payload,
         headers,
     };
-    let body = serde_json::to_vec(&event.to_json()).map_err(|e| format!("cannot encode: {e}"))?;
+    let (message_id, routing_key) = (event.id.to_string(), event.event_type.clone());
+    let body = serde_json::to_vec(&event.into_json()).map_err(|e| format!("cannot encode: {e}"))?;
     if body.len() > max_bytes {
         return Err(format!(
             "message of {} bytes exceeds relay.max_message_bytes ({max_bytes})",
@@ -51,13 +52,13 @@ pub fn build(row: ClaimedRow, max_bytes: usize) -> Result<Outgoing, String> {
     let properties = BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
         .with_content_type(CONTENT_TYPE.into())
-        .with_message_id(event.id.to_string().into())
-        .with_type(event.event_type.as_str().into())
+        .with_message_id(message_id.into())
+        .with_type(routing_key.as_str().into())
         .with_timestamp(timestamp)
         .with_app_id("eventhost".into())
         .with_headers(table);
     Ok(Outgoing {
-        routing_key: event.event_type.into(),
+        routing_key: routing_key.into(),
         body,
         properties,
     })

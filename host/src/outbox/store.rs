@@ -227,24 +227,23 @@ pub enum ReplaySelector {
 /// Puts dead rows back to pending with a fresh attempt count and wakes the relays.
 /// Returns how many were revived.
 pub async fn replay(pool: &PgPool, selector: &ReplaySelector) -> Result<u64, sqlx::Error> {
-    let query = match selector {
-        ReplaySelector::All => sqlx::query(
-            "UPDATE outbox_events SET status = 'pending', attempts = 0, next_attempt_at = now() \
-             WHERE status = 'dead'",
-        ),
-        ReplaySelector::Ids(ids) => sqlx::query(
-            "UPDATE outbox_events SET status = 'pending', attempts = 0, next_attempt_at = now() \
-             WHERE status = 'dead' AND event_id = ANY($1)",
-        )
-        .bind(ids),
-        ReplaySelector::EventType(event_type) => sqlx::query(
-            "UPDATE outbox_events SET status = 'pending', attempts = 0, next_attempt_at = now() \
-             WHERE status = 'dead' AND event_type = $1",
-        )
-        .bind(event_type),
+    let (ids, event_type) = match selector {
+        ReplaySelector::All => (None, None),
+        ReplaySelector::Ids(ids) => (Some(ids.as_slice()), None),
+        ReplaySelector::EventType(event_type) => (None, Some(event_type.as_str())),
     };
     let mut tx = pool.begin().await?;
-    let revived = query.execute(&mut *tx).await?.rows_affected();
+    let revived = sqlx::query(
+        "UPDATE outbox_events SET status = 'pending', attempts = 0, next_attempt_at = now() \
+         WHERE status = 'dead' \
+           AND ($1::uuid[] IS NULL OR event_id = ANY($1)) \
+           AND ($2::text IS NULL OR event_type = $2)",
+    )
+    .bind(ids)
+    .bind(event_type)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if revived > 0 {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(NOTIFY_CHANNEL)
