@@ -88,6 +88,15 @@ impl Relay {
     }
 }
 
+/// What a finished batch means for its worker.
+enum After {
+    /// The broker connection broke: reconnect.
+    BrokerLost,
+    /// `released_held_rows`: the batch held rows back (or rolled back), and its commit
+    /// just unlocked them, so they may be publishable now.
+    Done { released_held_rows: bool },
+}
+
 /// Sleeps, unless shut down first; says whether to go on.
 async fn pause(duration: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
@@ -157,13 +166,12 @@ impl Inner {
         let name = format!("eventhost relay worker {worker}");
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(15));
         while !shutdown.is_cancelled() {
-            let channel = match broker::connect(&self.broker, &name).await {
-                Ok(connection) => broker::publisher_channel(&connection, &self.broker.exchange)
-                    .await
-                    .map(|channel| (connection, channel)),
-                Err(e) => Err(e),
+            let opened = async {
+                let connection = broker::connect(&self.broker, &name).await?;
+                let channel = broker::publisher_channel(&connection, &self.broker.exchange).await?;
+                Ok::<_, broker::BrokerError>((connection, channel))
             };
-            let (connection, channel) = match channel {
+            let (connection, channel) = match opened.await {
                 Ok(pair) => pair,
                 Err(e) => {
                     self.health.broker_failed(&e);
@@ -202,7 +210,7 @@ impl Inner {
         let mut db_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             while let Some(done) = in_flight.try_join_next() {
-                if !self.finished(done) {
+                if let After::BrokerLost = self.finished(done) {
                     return self.drain(&mut in_flight).await;
                 }
             }
@@ -211,7 +219,7 @@ impl Inner {
             }
             if in_flight.len() >= pipeline {
                 if let Some(done) = in_flight.join_next().await {
-                    if !self.finished(done) {
+                    if let After::BrokerLost = self.finished(done) {
                         return self.drain(&mut in_flight).await;
                     }
                 }
@@ -240,7 +248,8 @@ impl Inner {
             }
             // Idle, or rows waiting for another batch: wait for a NOTIFY, the poll
             // interval, or (when some rows wait) a batch of ours to finish or, briefly,
-            // another relay's to commit. Batches in flight finish meanwhile.
+            // another relay's to commit. Batches in flight finish meanwhile; one that held
+            // rows back releases their locks, so claim again at once.
             let wait = if blocked {
                 Duration::from_millis(20).min(self.config.poll_interval)
             } else {
@@ -253,11 +262,13 @@ impl Inner {
                     _ = tokio::time::sleep_until(deadline) => break,
                     _ = shutdown.cancelled() => break,
                     Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                        if !self.finished(done) {
-                            return self.drain(&mut in_flight).await;
-                        }
-                        if blocked {
-                            break;
+                        match self.finished(done) {
+                            After::BrokerLost => return self.drain(&mut in_flight).await,
+                            After::Done { released_held_rows } => {
+                                if blocked || released_held_rows {
+                                    break;
+                                }
+                            }
                         }
                     }
                 }
@@ -265,31 +276,37 @@ impl Inner {
         }
     }
 
-    /// Records a finished batch; false when the broker connection was lost.
+    /// Records a finished batch and says what it means for the worker.
     fn finished(
         &self,
         done: Result<Result<BatchReport, sqlx::Error>, tokio::task::JoinError>,
-    ) -> bool {
+    ) -> After {
         match done {
-            Ok(Ok(report)) => {
-                self.record(&report);
-                match &report.broker_lost {
+            Ok(Ok(mut report)) => {
+                let lost = report.broker_lost.take();
+                let released_held_rows = report.blocked > 0;
+                self.record(report);
+                match lost {
                     Some(reason) => {
-                        self.health.broker_lost(reason);
-                        false
+                        self.health.broker_lost(&reason);
+                        After::BrokerLost
                     }
-                    None => true,
+                    None => After::Done { released_held_rows },
                 }
             }
             // The rows stay pending (their transaction rolled back) and are published
             // again later: at least once.
             Ok(Err(e)) => {
                 self.health.database_failed(&e);
-                true
+                After::Done {
+                    released_held_rows: true,
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "relay batch task failed");
-                true
+                After::Done {
+                    released_held_rows: true,
+                }
             }
         }
     }
@@ -301,7 +318,7 @@ impl Inner {
         }
     }
 
-    fn record(&self, report: &BatchReport) {
+    fn record(&self, report: BatchReport) {
         let stats = &self.stats;
         stats
             .published
@@ -316,8 +333,8 @@ impl Inner {
                 "events became dead letters (see `eventhost outbox status`)"
             );
         }
-        if !report.confirmed.is_empty() {
-            let _ = self.confirmed.send(Arc::new(report.confirmed.clone()));
+        if !report.confirmed.is_empty() && self.confirmed.receiver_count() > 0 {
+            let _ = self.confirmed.send(Arc::new(report.confirmed));
         }
     }
 
