@@ -45,6 +45,25 @@ impl World {
         }
     }
 
+    /// Declares `queues` on this world's exchange with the given subscriptions.
+    async fn declare(
+        &self,
+        queues: &PluginQueues,
+        quorum: bool,
+        subscriptions: &[&str],
+        stale: &[&str],
+    ) -> Result<(), BrokerError> {
+        declare_plugin(
+            &self.channel,
+            &self.exchange,
+            queues,
+            quorum,
+            &strings(subscriptions),
+            &strings(stale),
+        )
+        .await
+    }
+
     async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8]) {
         let confirm = self
             .channel
@@ -106,16 +125,10 @@ fn strings(v: &[&str]) -> Vec<String> {
 async fn bindings_follow_the_subscriptions() {
     let world = World::start().await;
     let queues = PluginQueues::new(&world.prefix, "stats", &[Duration::from_millis(200)]);
-    declare_plugin(
-        &world.channel,
-        &world.exchange,
-        &queues,
-        false,
-        &strings(&["user.#"]),
-        &[],
-    )
-    .await
-    .unwrap();
+    world
+        .declare(&queues, false, &["user.#"], &[])
+        .await
+        .unwrap();
     world.publish(&world.exchange, "user.created", b"u1").await;
     world
         .publish(&world.exchange, "user.role.changed", b"u2")
@@ -124,16 +137,10 @@ async fn bindings_follow_the_subscriptions() {
     assert_eq!(world.drain(&queues.main).await, ["u1", "u2"]);
 
     // The plugin now subscribes to bids only: the old pattern is unbound.
-    declare_plugin(
-        &world.channel,
-        &world.exchange,
-        &queues,
-        false,
-        &strings(&["bid.placed"]),
-        &strings(&["user.#"]),
-    )
-    .await
-    .unwrap();
+    world
+        .declare(&queues, false, &["bid.placed"], &["user.#"])
+        .await
+        .unwrap();
     world.publish(&world.exchange, "user.created", b"u3").await;
     world.publish(&world.exchange, "bid.placed", b"b2").await;
     assert_eq!(world.drain(&queues.main).await, ["b2"]);
@@ -145,16 +152,7 @@ async fn bindings_follow_the_subscriptions() {
 async fn a_retry_queue_hands_the_message_back_after_its_delay() {
     let world = World::start().await;
     let queues = PluginQueues::new(&world.prefix, "stats", &[Duration::from_millis(300)]);
-    declare_plugin(
-        &world.channel,
-        &world.exchange,
-        &queues,
-        false,
-        &strings(&["#"]),
-        &[],
-    )
-    .await
-    .unwrap();
+    world.declare(&queues, false, &["#"], &[]).await.unwrap();
     world
         .publish("", queues.retry_queue(1).unwrap(), b"again")
         .await;
@@ -178,16 +176,7 @@ async fn a_retry_queue_hands_the_message_back_after_its_delay() {
 async fn quorum_queues_can_be_chosen_and_a_type_change_is_refused_clearly() {
     let world = World::start().await;
     let queues = PluginQueues::new(&world.prefix, "audit", &[Duration::from_secs(1)]);
-    declare_plugin(
-        &world.channel,
-        &world.exchange,
-        &queues,
-        true,
-        &strings(&["#"]),
-        &[],
-    )
-    .await
-    .unwrap();
+    world.declare(&queues, true, &["#"], &[]).await.unwrap();
     world.publish(&world.exchange, "user.created", b"q").await;
     assert_eq!(world.drain(&queues.main).await, ["q"]);
 
