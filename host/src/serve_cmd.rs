@@ -81,21 +81,20 @@ async fn open_database(config: &Config) -> Result<sqlx::PgPool> {
     Ok(pool)
 }
 
-/// The relay alone.
+/// The relay alone: `serve` with the auth service off and the relay on.
 pub async fn relay(args: &ConfigArgs) -> Result<ExitCode> {
-    let config = args.load()?;
-    let pool = open_database(&config).await?;
-    let shutdown = shutdown_signal();
-    tracing::info!(exchange = %config.broker.exchange, broker = %eventhost::broker::redacted(&config.broker.url), "relay started");
-    Relay::new(pool, config.broker, config.relay)
-        .run(shutdown)
-        .await;
-    Ok(ExitCode::SUCCESS)
+    let mut config = args.load()?;
+    config.relay.enabled = true;
+    config.auth_service.enabled = false;
+    run(config).await
 }
 
 /// Everything this host runs: migrations, the relay and the reference auth service.
 pub async fn serve(args: &ConfigArgs) -> Result<ExitCode> {
-    let config = args.load()?;
+    run(args.load()?).await
+}
+
+async fn run(config: Config) -> Result<ExitCode> {
     let pool = open_database(&config).await?;
     let shutdown = shutdown_signal();
     let mut tasks = tokio::task::JoinSet::new();
@@ -106,7 +105,7 @@ pub async fn serve(args: &ConfigArgs) -> Result<ExitCode> {
             relay.run(token).await;
             Ok(())
         });
-        tracing::info!(exchange = %config.broker.exchange, "relay started");
+        tracing::info!(exchange = %config.broker.exchange, broker = %eventhost::broker::redacted(&config.broker.url), "relay started");
     }
     if config.auth_service.enabled {
         let listen = config.auth_service.listen;
