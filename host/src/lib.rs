@@ -9,9 +9,12 @@ pub mod auth_service;
 pub mod broker;
 pub mod capabilities;
 pub mod config;
+pub mod consumer;
 pub mod database;
 pub mod event;
 pub mod fixtures;
+pub mod http;
+pub mod metrics;
 pub mod outbox;
 pub mod runtime;
 

@@ -1,5 +1,6 @@
 //! The `eventhost` command: parses arguments and calls the library.
 
+mod dlq_cmd;
 mod outbox_cmd;
 mod plugin_cmd;
 mod serve_cmd;
@@ -28,13 +29,42 @@ enum Command {
     /// Run plugins locally against a real PostgreSQL, without a broker.
     #[command(subcommand)]
     Plugin(PluginCommand),
-    /// Run the host: migrations, the outbox relay and the reference auth service.
+    /// Run the host: migrations, the plugins and their consumers, the outbox relay, the
+    /// HTTP API and the reference auth service. SIGINT/SIGTERM stop it gracefully.
     Serve(serve_cmd::ConfigArgs),
     /// Run only the outbox relay (several may run at once against one database).
     Relay(serve_cmd::ConfigArgs),
     /// Inspect the outbox and replay dead events.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Inspect and replay a plugin's dead letters (events it failed to handle).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Event id, type, attempts and last error of each dead letter (they stay queued).
+    List {
+        plugin: String,
+        #[command(flatten)]
+        config: serve_cmd::ConfigArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back through the plugin's queue, attempts reset.
+    Replay {
+        plugin: String,
+        #[command(flatten)]
+        config: serve_cmd::ConfigArgs,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+        /// Dead letters with these event ids.
+        #[arg(long = "id", value_name = "EVENT_ID")]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -192,6 +222,17 @@ fn main() -> ExitCode {
                 ids,
                 event_type,
             }) => outbox_cmd::replay(&db.database_url, all, &ids, event_type.as_deref()).await,
+            Command::Dlq(DlqCommand::List {
+                plugin,
+                config,
+                json,
+            }) => dlq_cmd::list(&config, &plugin, json).await,
+            Command::Dlq(DlqCommand::Replay {
+                plugin,
+                config,
+                all,
+                ids,
+            }) => dlq_cmd::replay(&config, &plugin, all, &ids).await,
             Command::Plugin(PluginCommand::Invoke {
                 plugin,
                 events,

@@ -3,10 +3,18 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use eventhost::config::Config;
+use eventhost::consumer::{self, Consumer, Registry, Watcher};
+use eventhost::metrics::Metrics;
 use eventhost::outbox::Relay;
-use eventhost::{auth_service, database, fixtures};
+use eventhost::runtime::{Runtime, RuntimeSettings};
+use eventhost::{auth_service, database, fixtures, http};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Where the configuration comes from: a TOML file, then flags / environment on top.
@@ -22,8 +30,21 @@ pub struct ConfigArgs {
     #[arg(long, env = "AMQP_URL")]
     amqp_url: Option<String>,
     /// Events exchange (overrides `broker.exchange`).
-    #[arg(long)]
+    #[arg(long, env = "EVENTHOST_EXCHANGE")]
     exchange: Option<String>,
+    /// Directory of plugin components, `<name>.wasm` (overrides `consumer.plugin_dir`).
+    #[arg(long, env = "EVENTHOST_PLUGIN_DIR")]
+    plugin_dir: Option<PathBuf>,
+    /// Address of the host's HTTP API: plugin reads, /healthz, /readyz, /metrics, /admin
+    /// (overrides `http.listen`).
+    #[arg(long, env = "EVENTHOST_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address of the reference auth service (overrides `auth_service.listen`).
+    #[arg(long, env = "EVENTHOST_AUTH_LISTEN")]
+    auth_listen: Option<SocketAddr>,
+    /// Prefix of the plugin queue names (overrides `consumer.queue_prefix`).
+    #[arg(long, env = "EVENTHOST_QUEUE_PREFIX")]
+    queue_prefix: Option<String>,
 }
 
 impl ConfigArgs {
@@ -40,6 +61,18 @@ impl ConfigArgs {
         }
         if let Some(exchange) = &self.exchange {
             config.broker.exchange = exchange.clone();
+        }
+        if let Some(dir) = &self.plugin_dir {
+            config.consumer.plugin_dir = dir.clone();
+        }
+        if let Some(listen) = self.listen {
+            config.http.listen = listen;
+        }
+        if let Some(listen) = self.auth_listen {
+            config.auth_service.listen = listen;
+        }
+        if let Some(prefix) = &self.queue_prefix {
+            config.consumer.queue_prefix = prefix.clone();
         }
         config.validate()?;
         Ok(config)
@@ -81,52 +114,160 @@ async fn open_database(config: &Config) -> Result<sqlx::PgPool> {
     Ok(pool)
 }
 
-/// The relay alone: `serve` with the auth service off and the relay on.
+/// The relay alone: `serve` with only the relay on.
 pub async fn relay(args: &ConfigArgs) -> Result<ExitCode> {
     let mut config = args.load()?;
     config.relay.enabled = true;
     config.auth_service.enabled = false;
+    config.consumer.enabled = false;
+    config.http.enabled = false;
     run(config).await
 }
 
-/// Everything this host runs: migrations, the relay and the reference auth service.
+/// Everything this host runs: migrations, the plugins and their consumers, the relay, the
+/// HTTP API and the reference auth service.
 pub async fn serve(args: &ConfigArgs) -> Result<ExitCode> {
     run(args.load()?).await
+}
+
+/// The plugins: loaded from the directory once before anything consumes, then watched.
+struct Plugins {
+    registry: Arc<Registry>,
+    scanned: Arc<AtomicBool>,
+    rescan: Arc<Notify>,
+}
+
+async fn load_plugins(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    metrics: &Metrics,
+    tasks: &mut JoinSet<Result<()>>,
+    shutdown: &CancellationToken,
+) -> Result<Plugins> {
+    let plugins = Plugins {
+        registry: Arc::new(Registry::default()),
+        scanned: Arc::default(),
+        rescan: Arc::new(Notify::new()),
+    };
+    if !config.consumer.enabled {
+        return Ok(plugins);
+    }
+    let runtime = Runtime::new(RuntimeSettings {
+        limits: config.limits.clone(),
+        auth: config.auth.clone(),
+        admin_pool: pool.clone(),
+        role_secret: config.database_url.clone(),
+    })?;
+    let dir = &config.consumer.plugin_dir;
+    let mut watcher = Watcher::new(runtime, plugins.registry.clone(), metrics.clone(), dir);
+    let report = watcher
+        .scan()
+        .await
+        .with_context(|| format!("cannot read consumer.plugin_dir = {}", dir.display()))?;
+    plugins.scanned.store(true, Ordering::Relaxed);
+    if report.loaded.is_empty() {
+        tracing::warn!(dir = %dir.display(), "no plugin loaded; add <name>.wasm files to the plugin directory");
+    } else {
+        tracing::info!(dir = %dir.display(), plugins = ?report.loaded, "plugins loaded");
+    }
+    let (interval, rescan, token) = (
+        config.consumer.reload_interval,
+        plugins.rescan.clone(),
+        shutdown.clone(),
+    );
+    tasks.spawn(async move {
+        watcher.run(interval, rescan, token).await;
+        Ok(())
+    });
+    Ok(plugins)
 }
 
 async fn run(config: Config) -> Result<ExitCode> {
     let pool = open_database(&config).await?;
     let shutdown = shutdown_signal();
-    let mut tasks = tokio::task::JoinSet::new();
-    if config.relay.enabled {
-        let relay = Relay::new(pool.clone(), config.broker.clone(), config.relay.clone());
+    let metrics = Metrics::default();
+    let mut tasks = JoinSet::new();
+    let plugins = load_plugins(&config, &pool, &metrics, &mut tasks, &shutdown).await?;
+
+    let mut broker_connected = None;
+    if config.consumer.enabled {
+        let settings = consumer::Settings {
+            broker: config.broker.clone(),
+            exchange: config.broker.exchange.clone(),
+            config: config.consumer.clone(),
+            metrics: metrics.clone(),
+            pool: pool.clone(),
+        };
+        let consumer = Consumer::new(settings, plugins.registry.subscribers());
+        broker_connected = Some(consumer.connected());
         let token = shutdown.clone();
         tasks.spawn(async move {
-            relay.run(token).await;
+            consumer.run(token).await;
+            Ok(())
+        });
+    }
+    let mut relay = None;
+    if config.relay.enabled {
+        let started = Relay::new(pool.clone(), config.broker.clone(), config.relay.clone());
+        relay = Some(started.clone());
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            started.run(token).await;
             Ok(())
         });
         tracing::info!(exchange = %config.broker.exchange, broker = %eventhost::broker::redacted(&config.broker.url), "relay started");
     }
+    if config.http.enabled {
+        let state = http::ApiState {
+            registry: plugins.registry.clone(),
+            metrics,
+            pool: pool.clone(),
+            broker_connected,
+            plugins_scanned: plugins.scanned.clone(),
+            rescan: plugins.rescan.clone(),
+            relay,
+        };
+        serve_http(
+            &mut tasks,
+            "http.listen",
+            config.http.listen,
+            http::router(state),
+            &shutdown,
+        )
+        .await?;
+    }
     if config.auth_service.enabled {
-        let listen = config.auth_service.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on auth_service.listen = {listen}"))?;
         let app = auth_service::router(pool.clone(), config.auth_service.source.clone());
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await
-                .context("auth service stopped")
-        });
-        tracing::info!(%listen, "auth service listening");
+        let listen = config.auth_service.listen;
+        serve_http(&mut tasks, "auth_service.listen", listen, app, &shutdown).await?;
     }
     if tasks.is_empty() {
-        anyhow::bail!("nothing to serve: relay.enabled and auth_service.enabled are both false");
+        anyhow::bail!("nothing to serve: consumer, relay, http and auth_service are all disabled");
     }
     while let Some(result) = tasks.join_next().await {
         result.context("task panicked")??;
     }
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_http(
+    tasks: &mut JoinSet<Result<()>>,
+    field: &'static str,
+    listen: SocketAddr,
+    app: axum::Router,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {field} = {listen}"))?;
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+            .with_context(|| format!("HTTP server on {listen} stopped"))
+    });
+    tracing::info!(%listen, "{field}: listening");
+    Ok(())
 }

@@ -1,9 +1,11 @@
 //! Configuration: one TOML file (every section optional, every field defaulted), with the
 //! database and broker URLs overridable from the command line or environment.
 
+mod consumer;
 mod outbox;
 mod runtime;
 
+pub use consumer::{ConsumerConfig, HttpConfig};
 pub use outbox::{AuthServiceConfig, BrokerConfig, RelayConfig};
 pub use runtime::{AuthBackend, Limits};
 
@@ -18,6 +20,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub relay: RelayConfig,
     pub auth_service: AuthServiceConfig,
+    pub consumer: ConsumerConfig,
+    pub http: HttpConfig,
     pub limits: Limits,
     /// Where the plugins' `auth` import looks users up.
     pub auth: AuthBackend,
@@ -30,6 +34,8 @@ impl Default for Config {
             broker: BrokerConfig::default(),
             relay: RelayConfig::default(),
             auth_service: AuthServiceConfig::default(),
+            consumer: ConsumerConfig::default(),
+            http: HttpConfig::default(),
             limits: Limits::default(),
             auth: AuthBackend::default(),
         }
@@ -78,6 +84,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate().map_err(ConfigError::Invalid)?;
         self.relay.validate().map_err(ConfigError::Invalid)?;
+        self.consumer.validate().map_err(ConfigError::Invalid)?;
         if self.broker.exchange.is_empty() || self.broker.exchange.len() > 255 {
             return Err(ConfigError::Invalid(
                 "broker.exchange must be 1 to 255 characters".into(),
@@ -115,5 +122,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("connect_timeout"), "{err}");
+        let err = Config::parse("[consumer]\nretry_delays = [\"1s\", \"later\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("retry_delays") && err.contains("later"),
+            "{err}"
+        );
+        let err = Config::parse("[consumer]\nconcurrency = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("consumer.concurrency"), "{err}");
     }
 }

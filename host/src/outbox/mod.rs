@@ -3,7 +3,7 @@
 //! inspect and replay with [`status`] and [`replay`].
 
 mod batch;
-mod health;
+pub(crate) mod health;
 mod message;
 mod order;
 mod producer;
@@ -14,4 +14,4 @@ pub use batch::Confirmed;
 pub use message::CONTENT_TYPE;
 pub use producer::{enqueue, new_traceparent, NewEvent, ProducerError};
 pub use relay::{Relay, RelayStats};
-pub use store::{purge, replay, status, ReplaySelector, Status, NOTIFY_CHANNEL};
+pub use store::{backlog, purge, replay, status, ReplaySelector, Status, NOTIFY_CHANNEL};

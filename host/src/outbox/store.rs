@@ -216,6 +216,20 @@ pub async fn status(pool: &PgPool) -> Result<Status, sqlx::Error> {
     })
 }
 
+/// What the metrics report: pending and dead rows and the oldest pending age. Unlike
+/// [`status`] it never counts published rows, which can be millions.
+pub async fn backlog(pool: &PgPool) -> Result<(i64, i64, Option<f64>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT \
+             (SELECT count(*) FROM outbox_events WHERE status = 'pending'), \
+             (SELECT count(*) FROM outbox_events WHERE status = 'dead'), \
+             (SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox_events \
+              WHERE status = 'pending' ORDER BY seq LIMIT 1)",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Which dead rows `replay` revives.
 #[derive(Debug, Clone)]
 pub enum ReplaySelector {

@@ -7,7 +7,7 @@ use crate::config::Limits;
 use crate::runtime::bindings::migrations::Migration;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, Executor};
+use sqlx::Connection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
@@ -46,24 +46,27 @@ pub async fn apply(
         .map_err(MigrationError::Connect)?;
     let mut tx = conn.begin().await.map_err(MigrationError::Connect)?;
     // Two hosts loading the same plugin: the second waits, then finds everything applied.
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.migrations'))")
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.migrations'))")
+        .execute(&mut *tx)
         .await
         .map_err(MigrationError::Connect)?;
-    tx.execute(
+    sqlx::query(
         "CREATE TABLE IF NOT EXISTS _eventhost_migrations (
              version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now())",
     )
+    .execute(&mut *tx)
     .await
     .map_err(MigrationError::Connect)?;
     // The inbox: ids of events whose effects this plugin committed (see
     // `DbSession::record_delivery`). In the plugin's schema so the row commits in the same
     // transaction as the handler's writes.
-    tx.execute(
+    sqlx::query(
         "CREATE TABLE IF NOT EXISTS _eventhost_inbox (
              event_id uuid PRIMARY KEY, event_type text NOT NULL,
              handled_at timestamptz NOT NULL DEFAULT now())",
     )
+    .execute(&mut *tx)
     .await
     .map_err(MigrationError::Connect)?;
     let applied: Vec<(i32, String)> =
@@ -84,15 +87,18 @@ pub async fn apply(
             }
             None => {}
         }
-        let failed = |source| MigrationError::Failed {
-            version: m.version,
-            name: m.name.clone(),
+        let (version, name) = (m.version, m.name.clone());
+        let failed = move |source| MigrationError::Failed {
+            version,
+            name,
             source,
         };
-        sqlx::raw_sql(&m.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
+        // A plain string runs through the simple-query protocol, so several statements are
+        // allowed (`raw_sql` would do the same, but its future is not `Send` for every
+        // lifetime, and hot loading runs in a spawned task).
+        if let Err(e) = sqlx::Executor::execute(&mut *tx, m.sql.as_str()).await {
+            return Err(failed(e));
+        }
         sqlx::query(
             "INSERT INTO _eventhost_migrations (version, name, checksum) VALUES ($1, $2, $3)",
         )

@@ -1,0 +1,121 @@
+//! Settings for the plugin consumers (queues, retries, concurrency, hot loading) and the
+//! host's HTTP API.
+
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How delivered events reach the plugins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Consume and dispatch events inside `eventhost serve`.
+    pub enabled: bool,
+    /// Every `<name>.wasm` here is loaded as plugin `<name>` (`_` reads as `-`); adding,
+    /// replacing or removing a file takes effect without a restart.
+    pub plugin_dir: PathBuf,
+    /// How often the plugin directory is checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// Queue names are `<queue_prefix>.<plugin>` (+ `.retry.<ms>ms`, `.dead`).
+    pub queue_prefix: String,
+    /// Declare quorum queues (replicated) instead of classic ones. A queue's type is
+    /// fixed when it is first declared.
+    pub quorum_queues: bool,
+    /// Deliveries each plugin handles at once (events of one aggregate still go one
+    /// after another).
+    pub concurrency: u16,
+    /// Unacknowledged deliveries the broker may push to each plugin's consumer.
+    pub prefetch: u16,
+    /// Attempts (the first one included) before a failing event is dead-lettered.
+    pub max_attempts: u32,
+    /// Delays before the 1st, 2nd, ... retry; the last one repeats.
+    #[serde(deserialize_with = "durations")]
+    pub retry_delays: Vec<Duration>,
+    /// On shutdown, how long in-flight deliveries may take to finish before the
+    /// process exits anyway (they are then redelivered; the inbox drops the repeats).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            plugin_dir: PathBuf::from("plugins.d"),
+            reload_interval: Duration::from_secs(2),
+            queue_prefix: "eventhost".into(),
+            quorum_queues: false,
+            concurrency: 8,
+            prefetch: 64,
+            max_attempts: 5,
+            retry_delays: [1, 5, 30, 120].map(Duration::from_secs).to_vec(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let word = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if self.queue_prefix.is_empty()
+            || self.queue_prefix.len() > 100
+            || !self.queue_prefix.chars().all(word)
+        {
+            return Err(
+                "consumer.queue_prefix must be 1 to 100 letters, digits, '-', '_' or '.'".into(),
+            );
+        }
+        if self.concurrency == 0 {
+            return Err("consumer.concurrency must be at least 1".into());
+        }
+        if self.prefetch < self.concurrency {
+            return Err(format!(
+                "consumer.prefetch ({}) must be at least consumer.concurrency ({})",
+                self.prefetch, self.concurrency
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err("consumer.max_attempts must be at least 1".into());
+        }
+        if self.max_attempts > 1 && self.retry_delays.is_empty() {
+            return Err("consumer.retry_delays must not be empty when max_attempts > 1".into());
+        }
+        if self.retry_delays.iter().any(|d| d.is_zero()) {
+            return Err("consumer.retry_delays must all be longer than 0".into());
+        }
+        if self.reload_interval < Duration::from_millis(100) {
+            return Err("consumer.reload_interval must be at least 100ms".into());
+        }
+        Ok(())
+    }
+}
+
+/// The host's own HTTP API: plugin reads, health, metrics, admin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+        }
+    }
+}
+
+/// A list of humantime durations (`["1s", "30s", "2m"]`), each error naming the value.
+fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| {
+            humantime::parse_duration(text)
+                .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
+        })
+        .collect()
+}

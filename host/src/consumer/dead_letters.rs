@@ -1,0 +1,178 @@
+//! `eventhost dlq`: read a plugin's dead-letter queue without consuming it, and replay
+//! dead letters through the plugin's queue with their attempts reset. Messages are taken
+//! with `basic.get` and left unacknowledged, so closing the channel puts back whatever was
+//! only looked at; a replayed one is acked only after its copy was confirmed.
+
+use super::delivery::publish_confirmed;
+use super::headers;
+use crate::broker::topology::PluginQueues;
+use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeadLetter {
+    /// The AMQP `message_id` (the event id for messages the relay published).
+    pub event_id: Option<String>,
+    pub event_type: String,
+    pub attempts: u32,
+    pub error: String,
+    pub failed_at: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("cannot open a channel: {0}")]
+    Channel(lapin::Error),
+    #[error("dead-letter queue {queue} not found (has plugin {plugin} ever run on this broker?): {source}")]
+    NoQueue {
+        queue: String,
+        plugin: String,
+        source: lapin::Error,
+    },
+    #[error("reading {queue} failed: {source}")]
+    Get { queue: String, source: lapin::Error },
+    #[error("replaying to {queue} failed: {reason}")]
+    Replay { queue: String, reason: String },
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    All,
+    EventIds(Vec<String>),
+}
+
+impl Selection {
+    fn takes(&self, letter: &DeadLetter) -> bool {
+        match self {
+            Self::All => true,
+            Self::EventIds(ids) => letter.event_id.as_ref().is_some_and(|id| ids.contains(id)),
+        }
+    }
+}
+
+/// Messages in `queue` now, after checking it exists.
+async fn depth(channel: &Channel, queue: &str, plugin: &str) -> Result<u32, DeadLetterError> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .map(|q| q.message_count())
+        .map_err(|source| DeadLetterError::NoQueue {
+            queue: queue.to_string(),
+            plugin: plugin.to_string(),
+            source,
+        })
+}
+
+fn describe(delivery: &lapin::message::Delivery) -> DeadLetter {
+    let properties = &delivery.properties;
+    DeadLetter {
+        event_id: properties.message_id().as_ref().map(|id| id.to_string()),
+        event_type: headers::routing_key(delivery),
+        attempts: headers::attempts(properties),
+        error: headers::text(properties, headers::ERROR).unwrap_or_default(),
+        failed_at: headers::text(properties, headers::FAILED_AT),
+    }
+}
+
+/// Walks the queue once (as deep as it was at the start), calling `visit` on each
+/// message; `visit` returns whether it took the message (then it is acked).
+async fn walk<F>(
+    connection: &Connection,
+    plugin: &str,
+    queues: &PluginQueues,
+    mut visit: F,
+) -> Result<(), DeadLetterError>
+where
+    F: AsyncFnMut(&Channel, &lapin::message::Delivery, DeadLetter) -> Result<bool, DeadLetterError>,
+{
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(DeadLetterError::Channel)?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(DeadLetterError::Channel)?;
+    let depth = depth(&channel, &queues.dead, plugin).await?;
+    let result = async {
+        for _ in 0..depth {
+            let got = channel
+                .basic_get(queues.dead.as_str().into(), BasicGetOptions::default())
+                .await
+                .map_err(|source| DeadLetterError::Get {
+                    queue: queues.dead.clone(),
+                    source,
+                })?;
+            let Some(message) = got else { break };
+            let letter = describe(&message.delivery);
+            if visit(&channel, &message.delivery, letter).await? {
+                message
+                    .delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(|source| DeadLetterError::Get {
+                        queue: queues.dead.clone(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    // Everything looked at and not acked goes back to the queue.
+    let _ = channel.close(200, "dead letters inspected".into()).await;
+    result
+}
+
+pub async fn list(
+    connection: &Connection,
+    plugin: &str,
+    queues: &PluginQueues,
+) -> Result<Vec<DeadLetter>, DeadLetterError> {
+    let mut letters = Vec::new();
+    walk(connection, plugin, queues, async |_, _, letter| {
+        letters.push(letter);
+        Ok(false)
+    })
+    .await?;
+    Ok(letters)
+}
+
+/// Puts the selected dead letters back on the plugin's queue; returns them.
+pub async fn replay(
+    connection: &Connection,
+    plugin: &str,
+    queues: &PluginQueues,
+    selection: &Selection,
+) -> Result<Vec<DeadLetter>, DeadLetterError> {
+    let mut replayed = Vec::new();
+    walk(
+        connection,
+        plugin,
+        queues,
+        async |channel, delivery, letter| {
+            if !selection.takes(&letter) {
+                return Ok(false);
+            }
+            let properties = headers::replayed(&delivery.properties);
+            publish_confirmed(channel, &queues.main, &delivery.data, properties)
+                .await
+                .map_err(|reason| DeadLetterError::Replay {
+                    queue: queues.main.clone(),
+                    reason,
+                })?;
+            replayed.push(letter);
+            Ok(true)
+        },
+    )
+    .await?;
+    Ok(replayed)
+}

@@ -1,0 +1,214 @@
+//! One delivery, start to settle: parse the CloudEvent, run the plugin (inbox + effects in
+//! one transaction), then ack, send to the retry path, or dead-letter. A message leaves
+//! the plugin's queue only after its effects committed or its retry / dead letter was
+//! confirmed by the broker; anything else leaves it there to be delivered again.
+
+use super::headers;
+use super::Target;
+use crate::broker::topology::PluginQueues;
+use crate::event::Event;
+use crate::metrics::{Disposition, Metrics};
+use crate::outbox::health::Backoff;
+use crate::runtime::{Abort, Outcome};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::Channel;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What every delivery of one plugin's consumer shares.
+pub struct Context {
+    pub plugin: String,
+    pub target: Arc<dyn Target>,
+    pub channel: Channel,
+    pub queues: PluginQueues,
+    pub max_attempts: u32,
+    pub metrics: Metrics,
+    pub pool: PgPool,
+    pub shutdown: CancellationToken,
+}
+
+/// Where a delivery goes once the plugin is done with it.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Ack(Disposition),
+    Retry {
+        attempts: u32,
+        error: String,
+    },
+    Dead {
+        attempts: u32,
+        error: String,
+    },
+    /// Leave it in the queue (shutting down while the database is unreachable).
+    Requeue,
+}
+
+/// The aggregate a delivery belongs to, for ordering; `None` for unparseable bodies.
+pub fn parse(delivery: &Delivery) -> (Option<String>, Result<Event, String>) {
+    match Event::from_json_bytes(&delivery.data) {
+        Ok(event) => (
+            Some(format!("{}/{}", event.aggregate_type, event.subject)),
+            Ok(event),
+        ),
+        Err(e) => (None, Err(format!("malformed event: {e}"))),
+    }
+}
+
+pub async fn handle(ctx: Arc<Context>, delivery: Delivery, event: Result<Event, String>) {
+    let failed_before = headers::attempts(&delivery.properties);
+    let (verdict, span) = match event {
+        Err(reason) => {
+            let span = tracing::warn_span!("deliver", plugin = %ctx.plugin, routing_key = %delivery.routing_key);
+            span.in_scope(|| tracing::warn!(%reason, "dead-lettering an unreadable message"));
+            (
+                Verdict::Dead {
+                    attempts: failed_before + 1,
+                    error: reason,
+                },
+                span,
+            )
+        }
+        Ok(event) => {
+            let span = tracing::info_span!("deliver", plugin = %ctx.plugin, event_id = %event.id, routing_key = %event.event_type);
+            let verdict = run(&ctx, &event, failed_before)
+                .instrument(span.clone())
+                .await;
+            (verdict, span)
+        }
+    };
+    settle(&ctx, delivery, verdict).instrument(span).await;
+}
+
+async fn run(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    loop {
+        let invocation = ctx.target.deliver(event).await;
+        let elapsed = Some(invocation.elapsed);
+        let attempts = failed_before + 1;
+        return match invocation.outcome {
+            Outcome::Ok => {
+                ctx.metrics
+                    .record(&ctx.plugin, Disposition::Handled, elapsed);
+                Verdict::Ack(Disposition::Handled)
+            }
+            Outcome::Duplicate => {
+                ctx.metrics
+                    .record(&ctx.plugin, Disposition::Duplicate, elapsed);
+                Verdict::Ack(Disposition::Duplicate)
+            }
+            Outcome::Permanent(error) => Verdict::Dead {
+                attempts,
+                error: format!("permanent: {error}"),
+            },
+            // PostgreSQL being down is not the event's fault: wait for it instead of
+            // burning the event's attempts.
+            Outcome::Aborted(Abort::Host(error)) if !database_reachable(&ctx.pool).await => {
+                tracing::warn!(%error, "PostgreSQL unreachable; holding the delivery until it is back");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next()) => continue,
+                    _ = ctx.shutdown.cancelled() => Verdict::Requeue,
+                }
+            }
+            other => {
+                let error = other.to_string();
+                if attempts >= ctx.max_attempts {
+                    Verdict::Dead {
+                        attempts,
+                        error: format!("{error} (attempt {attempts} of {})", ctx.max_attempts),
+                    }
+                } else {
+                    Verdict::Retry { attempts, error }
+                }
+            }
+        };
+    }
+}
+
+async fn database_reachable(pool: &PgPool) -> bool {
+    let ping = sqlx::query("SELECT 1").execute(pool);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), ping).await,
+        Ok(Ok(_))
+    )
+}
+
+async fn settle(ctx: &Context, delivery: Delivery, verdict: Verdict) {
+    let forward = match &verdict {
+        Verdict::Ack(_) => None,
+        Verdict::Requeue => {
+            nack(&delivery).await;
+            return;
+        }
+        Verdict::Retry { attempts, error } => {
+            // A delay queue exists whenever max_attempts > 1 (config validation).
+            let queue = ctx
+                .queues
+                .retry_queue(*attempts)
+                .unwrap_or(&ctx.queues.dead);
+            tracing::info!(%error, attempts, retry_queue = queue, "delivery failed; will retry");
+            Some((queue, Disposition::Retried, *attempts, error))
+        }
+        Verdict::Dead { attempts, error } => {
+            tracing::warn!(%error, attempts, dead_letter_queue = %ctx.queues.dead, "dead-lettering");
+            Some((
+                ctx.queues.dead.as_str(),
+                Disposition::DeadLettered,
+                *attempts,
+                error,
+            ))
+        }
+    };
+    if let Some((queue, disposition, attempts, error)) = forward {
+        let properties = headers::failed(&delivery, &ctx.plugin, attempts, error);
+        if let Err(error) = publish_confirmed(&ctx.channel, queue, &delivery.data, properties).await
+        {
+            // Not acked: the broker redelivers it and it is tried again.
+            tracing::warn!(%error, queue, "could not forward the delivery; leaving it in the queue");
+            nack(&delivery).await;
+            return;
+        }
+        ctx.metrics.record(&ctx.plugin, disposition, None);
+    }
+    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+        // The channel is gone: the broker redelivers, and the inbox drops the repeat.
+        tracing::debug!(%error, "ack failed; the message will be redelivered");
+    }
+}
+
+async fn nack(delivery: &Delivery) {
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(error) = delivery.acker.nack(requeue).await {
+        tracing::debug!(%error, "nack failed; the message will be redelivered");
+    }
+}
+
+/// Publishes to `queue` through the default exchange and waits for the broker's ack.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: lapin::BasicProperties,
+) -> Result<(), String> {
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let confirmation = confirm.await.map_err(|e| e.to_string())?;
+    if confirmation.is_nack() {
+        return Err(format!("the broker refused the message for {queue}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! The AMQP headers a failed delivery carries on the retry path and in the dead-letter
+//! queue: how many attempts failed, the last error, the plugin, when, and the original
+//! routing key (a message coming back from a delay queue arrives with the queue's name).
+
+use lapin::message::Delivery;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::BasicProperties;
+
+pub const ATTEMPTS: &str = "x-eventhost-attempts";
+pub const ERROR: &str = "x-eventhost-error";
+pub const PLUGIN: &str = "x-eventhost-plugin";
+pub const FAILED_AT: &str = "x-eventhost-failed-at";
+pub const ROUTING_KEY: &str = "x-eventhost-routing-key";
+
+const PERSISTENT: u8 = 2;
+/// Error texts are cut here so a huge trap message cannot bloat every copy.
+const MAX_ERROR_BYTES: usize = 4096;
+
+fn get<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a AMQPValue> {
+    properties.headers().as_ref()?.inner().get(name)
+}
+
+/// Failed attempts so far (0 for a first delivery).
+pub fn attempts(properties: &BasicProperties) -> u32 {
+    match get(properties, ATTEMPTS) {
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => (*n).max(0) as u32,
+        Some(AMQPValue::LongLongInt(n)) => (*n).clamp(0, u32::MAX as i64) as u32,
+        Some(AMQPValue::ShortUInt(n)) => u32::from(*n),
+        Some(AMQPValue::ShortInt(n)) => (*n).max(0) as u32,
+        _ => 0,
+    }
+}
+
+pub fn text(properties: &BasicProperties, name: &str) -> Option<String> {
+    match get(properties, name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// The event's routing key, wherever the message has travelled.
+pub fn routing_key(delivery: &Delivery) -> String {
+    text(&delivery.properties, ROUTING_KEY).unwrap_or_else(|| delivery.routing_key.to_string())
+}
+
+/// The delivery's properties plus the failure headers, persistent.
+pub fn failed(delivery: &Delivery, plugin: &str, attempts: u32, error: &str) -> BasicProperties {
+    let mut table = delivery.properties.headers().clone().unwrap_or_default();
+    let mut put = |name: &str, value: AMQPValue| {
+        table.insert(ShortString::from(name), value);
+    };
+    let long = |s: &str| AMQPValue::LongString(LongString::from(s));
+    put(ATTEMPTS, AMQPValue::LongUInt(attempts));
+    put(ERROR, long(truncate(error)));
+    put(PLUGIN, long(plugin));
+    put(FAILED_AT, long(&chrono::Utc::now().to_rfc3339()));
+    put(ROUTING_KEY, long(&routing_key(delivery)));
+    delivery
+        .properties
+        .clone()
+        .with_headers(table)
+        .with_delivery_mode(PERSISTENT)
+}
+
+/// The properties a replayed dead letter goes back with: its failure headers dropped, so
+/// it starts again with a full set of attempts.
+pub fn replayed(properties: &BasicProperties) -> BasicProperties {
+    let kept: FieldTable = properties
+        .headers()
+        .as_ref()
+        .map(|table| {
+            table
+                .inner()
+                .iter()
+                .filter(|(name, _)| keep_on_replay(name.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into()
+        })
+        .unwrap_or_default();
+    properties
+        .clone()
+        .with_headers(kept)
+        .with_delivery_mode(PERSISTENT)
+}
+
+/// Failure bookkeeping (ours and the broker's `x-death` family) is dropped; the original
+/// routing key stays.
+fn keep_on_replay(name: &str) -> bool {
+    name == ROUTING_KEY
+        || !(name.starts_with("x-eventhost-")
+            || name.starts_with("x-death")
+            || name.starts_with("x-first-death")
+            || name.starts_with("x-last-death"))
+}
+
+fn truncate(error: &str) -> &str {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error;
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    &error[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_round_trip_and_replay_clears_them() {
+        let mut table = FieldTable::default();
+        table.insert("traceparent".into(), AMQPValue::LongString("00-abc".into()));
+        table.insert(ATTEMPTS.into(), AMQPValue::LongUInt(3));
+        table.insert(ERROR.into(), AMQPValue::LongString("boom".into()));
+        let props = BasicProperties::default().with_headers(table);
+        assert_eq!(attempts(&props), 3);
+        assert_eq!(text(&props, ERROR).as_deref(), Some("boom"));
+        let again = replayed(&props);
+        assert_eq!(attempts(&again), 0);
+        assert_eq!(text(&again, ERROR), None);
+        assert_eq!(text(&again, "traceparent").as_deref(), Some("00-abc"));
+        assert_eq!(attempts(&BasicProperties::default()), 0);
+    }
+
+    #[test]
+    fn long_errors_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(MAX_ERROR_BYTES);
+        let cut = truncate(&long);
+        assert!(cut.len() <= MAX_ERROR_BYTES && cut.chars().all(|c| c == 'é'));
+    }
+}

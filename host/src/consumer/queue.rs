@@ -1,0 +1,122 @@
+//! One plugin's consumer on one connection: declare its queues and bindings, then take
+//! deliveries and hand them to the lanes until cancelled or the channel is lost. On the
+//! way out it stops the flow first (basic.cancel), lets every received delivery finish
+//! and settle, then closes the channel.
+
+use super::delivery::{self, Context};
+use super::lanes::Lanes;
+use super::{bindings, Settings, Subscriber};
+use crate::broker::topology::PluginQueues;
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Connection;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("cannot open a channel: {0}")]
+    Channel(lapin::Error),
+    #[error(transparent)]
+    Bindings(#[from] bindings::BindingError),
+    #[error("cannot consume from {queue}: {source}")]
+    Consume { queue: String, source: lapin::Error },
+    #[error("the delivery stream of {queue} ended: {reason}")]
+    Lost { queue: String, reason: String },
+}
+
+pub async fn consume(
+    connection: &Connection,
+    subscriber: Subscriber,
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumeError> {
+    let config = &settings.config;
+    let queues = PluginQueues::new(&config.queue_prefix, &subscriber.name, &config.retry_delays);
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(ConsumeError::Channel)?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(ConsumeError::Channel)?;
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(ConsumeError::Channel)?;
+    bindings::apply(
+        &channel,
+        &settings.pool,
+        &settings.exchange,
+        &queues,
+        config.quorum_queues,
+        &subscriber.subscriptions,
+    )
+    .await?;
+    let tag = format!("eventhost-{}-{}", subscriber.name, std::process::id());
+    let mut deliveries = channel
+        .basic_consume(
+            queues.main.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|source| ConsumeError::Consume {
+            queue: queues.main.clone(),
+            source,
+        })?;
+    tracing::info!(plugin = %subscriber.name, queue = %queues.main, subscriptions = ?subscriber.subscriptions, "consuming");
+
+    let context = Arc::new(Context {
+        plugin: subscriber.name.clone(),
+        target: subscriber.target.clone(),
+        channel: channel.clone(),
+        queues: queues.clone(),
+        max_attempts: config.max_attempts,
+        metrics: settings.metrics.clone(),
+        pool: settings.pool.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let mut lanes = Lanes::new(usize::from(config.concurrency));
+    let ended = loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            next = deliveries.next() => next,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                let (key, event) = delivery::parse(&delivery);
+                lanes.submit(key, delivery::handle(context.clone(), delivery, event));
+            }
+            Some(Err(e)) => break Err(e.to_string()),
+            None => break Err("consumer cancelled by the broker".to_string()),
+        }
+    };
+    if ended.is_ok() {
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+    }
+    let in_flight = lanes.in_flight();
+    if in_flight > 0 {
+        tracing::info!(plugin = %subscriber.name, in_flight, "finishing in-flight deliveries");
+    }
+    if tokio::time::timeout(config.shutdown_timeout, lanes.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!(plugin = %subscriber.name, timeout = ?config.shutdown_timeout, "in-flight deliveries did not finish in time; they will be redelivered");
+    }
+    let _ = channel
+        .close(200, "eventhost consumer stopping".into())
+        .await;
+    ended.map_err(|reason| ConsumeError::Lost {
+        queue: queues.main,
+        reason,
+    })
+}

@@ -1,0 +1,196 @@
+//! The loaded plugins. Each has a slot holding the version that serves now; replacing a
+//! version swaps the slot, while deliveries and reads already running keep the version
+//! they started with. Consumers follow the set of plugins and their subscriptions
+//! through a watch channel.
+
+use super::{Subscriber, Target};
+use crate::event::Event;
+use crate::runtime::{Invocation, Plugin, PluginName};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+
+pub struct Slot {
+    current: RwLock<Arc<Plugin>>,
+    status: RwLock<SlotStatus>,
+}
+
+/// What `/admin/plugins` shows for one plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotStatus {
+    pub name: String,
+    /// The first 12 hex digits of the serving component's SHA-256.
+    pub version: String,
+    pub contract: String,
+    pub file: PathBuf,
+    pub subscriptions: Vec<String>,
+    pub read_hook: bool,
+    /// `serving`, or `serving-previous` when the newest file was refused.
+    pub state: &'static str,
+    pub loaded_at: DateTime<Utc>,
+    /// Why the newest file was refused, if it was.
+    pub last_error: Option<String>,
+}
+
+impl Slot {
+    /// The version serving now; hold the `Arc` for the whole invocation.
+    pub fn current(&self) -> Arc<Plugin> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn status(&self) -> SlotStatus {
+        self.status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Target for Slot {
+    fn deliver<'a>(
+        &'a self,
+        event: &'a Event,
+    ) -> Pin<Box<dyn Future<Output = Invocation> + Send + 'a>> {
+        let plugin = self.current();
+        Box::pin(async move { plugin.deliver(event).await })
+    }
+}
+
+fn status_of(plugin: &Plugin, file: &Path) -> SlotStatus {
+    SlotStatus {
+        name: plugin.name().to_string(),
+        version: plugin.digest()[..12].to_string(),
+        contract: format!(
+            "{}@{}",
+            crate::runtime::bindings::WIT_PACKAGE,
+            crate::runtime::bindings::WIT_VERSION
+        ),
+        file: file.to_path_buf(),
+        subscriptions: plugin.subscriptions().to_vec(),
+        read_hook: plugin.has_reader(),
+        state: "serving",
+        loaded_at: Utc::now(),
+        last_error: None,
+    }
+}
+
+pub struct Registry {
+    slots: RwLock<BTreeMap<PluginName, Arc<Slot>>>,
+    subscribers: watch::Sender<Arc<Vec<Subscriber>>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            slots: RwLock::default(),
+            subscribers: watch::Sender::new(Arc::new(Vec::new())),
+        }
+    }
+}
+
+impl Registry {
+    pub fn get(&self, name: &str) -> Option<Arc<Slot>> {
+        let name = PluginName::parse(name).ok()?;
+        self.read().get(&name).cloned()
+    }
+
+    pub fn statuses(&self) -> Vec<SlotStatus> {
+        self.read().values().map(|slot| slot.status()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The plugins and their subscriptions, updated whenever either changes.
+    pub fn subscribers(&self) -> watch::Receiver<Arc<Vec<Subscriber>>> {
+        self.subscribers.subscribe()
+    }
+
+    /// Serves `plugin` from now on, in place of any earlier version.
+    pub fn install(&self, plugin: Plugin, file: &Path) {
+        let status = status_of(&plugin, file);
+        let plugin = Arc::new(plugin);
+        let changed_subscriptions = {
+            let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+            match slots.get(plugin.name()) {
+                Some(slot) => {
+                    let old = std::mem::replace(
+                        &mut *slot.current.write().unwrap_or_else(|e| e.into_inner()),
+                        plugin,
+                    );
+                    let mut current = slot.status.write().unwrap_or_else(|e| e.into_inner());
+                    let changed = old.subscriptions() != status.subscriptions.as_slice();
+                    tracing::info!(plugin = %status.name, from = %current.version, to = %status.version, "plugin replaced");
+                    *current = status;
+                    changed
+                }
+                None => {
+                    let slot = Slot {
+                        current: RwLock::new(plugin.clone()),
+                        status: RwLock::new(status),
+                    };
+                    slots.insert(plugin.name().clone(), Arc::new(slot));
+                    true
+                }
+            }
+        };
+        if changed_subscriptions {
+            self.publish();
+        }
+    }
+
+    /// Records that the newest file for `name` was refused; its previous version, if any,
+    /// keeps serving.
+    pub fn refused(&self, name: &PluginName, error: &str) {
+        if let Some(slot) = self.read().get(name) {
+            let mut status = slot.status.write().unwrap_or_else(|e| e.into_inner());
+            status.state = "serving-previous";
+            status.last_error = Some(error.to_string());
+        }
+    }
+
+    /// Stops serving `name` (its file was removed). Its queue stays and keeps collecting
+    /// events until the plugin comes back.
+    pub fn remove(&self, name: &PluginName) -> bool {
+        let removed = self
+            .slots
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .is_some();
+        if removed {
+            self.publish();
+        }
+        removed
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<PluginName, Arc<Slot>>> {
+        self.slots.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self) {
+        let subscribers = self
+            .read()
+            .iter()
+            .map(|(name, slot)| Subscriber {
+                name: name.to_string(),
+                subscriptions: slot.current().subscriptions().to_vec(),
+                target: slot.clone(),
+            })
+            .collect();
+        self.subscribers.send_replace(Arc::new(subscribers));
+    }
+}

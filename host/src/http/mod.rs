@@ -1,0 +1,99 @@
+//! The host's HTTP API: plugin reads (`/plugins/<plugin>/<path>`), health and readiness,
+//! Prometheus metrics and the plugin admin endpoints.
+
+mod admin;
+mod reads;
+
+use crate::consumer::Registry;
+use crate::metrics::Metrics;
+use crate::outbox::Relay;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use sqlx::PgPool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+pub struct ApiState {
+    pub registry: Arc<Registry>,
+    pub metrics: Metrics,
+    pub pool: PgPool,
+    /// The consumer's connection flag; `None` when this process does not consume.
+    pub broker_connected: Option<Arc<AtomicBool>>,
+    /// Set once the plugin directory was scanned at start-up.
+    pub plugins_scanned: Arc<AtomicBool>,
+    /// Wakes the plugin directory watcher (`POST /admin/plugins/reload`).
+    pub rescan: Arc<Notify>,
+    pub relay: Option<Relay>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/plugins/{plugin}/{*path}", get(reads::read))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/admin/plugins", get(admin::list))
+        .route("/admin/plugins/reload", post(admin::reload))
+        .with_state(Arc::new(state))
+}
+
+/// An error answer: status and `{"error": "..."}`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Alive: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready: PostgreSQL answers, RabbitMQ is connected (when consuming), and the plugins
+/// were loaded. 503 with the failing checks otherwise.
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    let ping = sqlx::query("SELECT 1").execute(&state.pool);
+    let database = matches!(
+        tokio::time::timeout(Duration::from_secs(2), ping).await,
+        Ok(Ok(_))
+    );
+    let broker = state
+        .broker_connected
+        .as_ref()
+        .is_none_or(|c| c.load(Ordering::Relaxed));
+    let plugins = state.plugins_scanned.load(Ordering::Relaxed) && !state.registry.is_empty();
+    let ready = database && broker && plugins;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "ready": ready,
+        "checks": { "postgresql": database, "rabbitmq": broker, "plugins": plugins },
+        "plugins_loaded": state.registry.len(),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let relay = state.relay.as_ref().map(|r| r.stats());
+    match state.metrics.render(&state.pool, relay).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the outbox backlog: {e}"),
+        ),
+    }
+}

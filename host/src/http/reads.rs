@@ -1,0 +1,60 @@
+//! `GET /plugins/<plugin>/<path>`: the plugin's read hook, in its own transaction and the
+//! same sandbox as its handler (this is where on-read repair happens).
+
+use super::{error, ApiState};
+use crate::runtime::{Outcome, ReadRequest};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use std::sync::Arc;
+
+pub async fn read(
+    State(state): State<Arc<ApiState>>,
+    Path((plugin, path)): Path<(String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let Some(slot) = state.registry.get(&plugin) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no plugin named {plugin:?} is loaded"),
+        );
+    };
+    // Held for the whole read: a reload meanwhile does not change the version serving it.
+    let plugin = slot.current();
+    if !plugin.has_reader() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("plugin {} has no read hook", plugin.name()),
+        );
+    }
+    let request = ReadRequest {
+        method: "GET".into(),
+        path,
+        query,
+    };
+    let (result, _logs) = plugin.read(request).await;
+    match result {
+        Ok(answer) => {
+            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut response = Response::new(Body::from(answer.body));
+            *response.status_mut() = status;
+            for (name, value) in answer.headers {
+                match (HeaderName::try_from(&name), HeaderValue::try_from(&value)) {
+                    (Ok(name), Ok(value)) => {
+                        response.headers_mut().append(name, value);
+                    }
+                    _ => {
+                        tracing::warn!(plugin = %plugin.name(), header = %name, "plugin returned an invalid header; dropped")
+                    }
+                }
+            }
+            response
+        }
+        // Traps, deadlines and an unreachable database: nothing was committed; try again.
+        Err(outcome @ (Outcome::Aborted(_) | Outcome::Retryable(_))) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, outcome.to_string())
+        }
+        Err(outcome) => error(StatusCode::INTERNAL_SERVER_ERROR, outcome.to_string()),
+    }
+}

@@ -1,0 +1,219 @@
+//! Prometheus metrics: per-plugin outcome counters and handler durations, the relay's
+//! counters, and the outbox backlog (read from PostgreSQL at each scrape).
+
+use crate::outbox::RelayStats;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    pub plugin: String,
+}
+
+type PerPlugin = Family<PluginLabel, Counter>;
+type Durations = Family<PluginLabel, Histogram, fn() -> Histogram>;
+
+/// What the consumers count. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    handled: PerPlugin,
+    duplicates: PerPlugin,
+    retried: PerPlugin,
+    dead_lettered: PerPlugin,
+    durations: Durations,
+    reload_failures: PerPlugin,
+    outbox_pending: Gauge,
+    outbox_dead: Gauge,
+    outbox_oldest: Gauge<f64, AtomicU64>,
+    relay_published: Counter,
+    relay_failed: Counter,
+}
+
+fn handler_buckets() -> Histogram {
+    // 0.5 ms to ~4 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("eventhost");
+        let handled = PerPlugin::default();
+        let duplicates = PerPlugin::default();
+        let retried = PerPlugin::default();
+        let dead_lettered = PerPlugin::default();
+        let durations = Durations::new_with_constructor(handler_buckets);
+        let reload_failures = PerPlugin::default();
+        let outbox_pending = Gauge::default();
+        let outbox_dead = Gauge::default();
+        let outbox_oldest = Gauge::<f64, AtomicU64>::default();
+        let relay_published = Counter::default();
+        let relay_failed = Counter::default();
+        let r = &mut registry;
+        r.register(
+            "plugin_handled",
+            "Events a plugin handled and committed",
+            handled.clone(),
+        );
+        r.register(
+            "plugin_duplicates",
+            "Deliveries skipped because the plugin's inbox already had the event id",
+            duplicates.clone(),
+        );
+        r.register(
+            "plugin_retried",
+            "Failed deliveries sent to the retry path",
+            retried.clone(),
+        );
+        r.register(
+            "plugin_dead_lettered",
+            "Deliveries sent to the plugin's dead-letter queue",
+            dead_lettered.clone(),
+        );
+        r.register(
+            "plugin_handler_duration_seconds",
+            "Time per delivery in the plugin (instantiate, handle, commit)",
+            durations.clone(),
+        );
+        r.register(
+            "plugin_reload_failures",
+            "Plugin files refused at (re)load; the previous version keeps serving",
+            reload_failures.clone(),
+        );
+        r.register(
+            "outbox_backlog",
+            "Outbox events waiting to be published",
+            outbox_pending.clone(),
+        );
+        r.register(
+            "outbox_dead",
+            "Outbox events that exhausted their publication attempts",
+            outbox_dead.clone(),
+        );
+        r.register(
+            "outbox_oldest_pending_seconds",
+            "Age of the oldest unpublished outbox event",
+            outbox_oldest.clone(),
+        );
+        r.register(
+            "outbox_published",
+            "Outbox events this process published (broker-confirmed)",
+            relay_published.clone(),
+        );
+        r.register(
+            "outbox_failed_attempts",
+            "Failed publication attempts in this process",
+            relay_failed.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                handled,
+                duplicates,
+                retried,
+                dead_lettered,
+                durations,
+                reload_failures,
+                outbox_pending,
+                outbox_dead,
+                outbox_oldest,
+                relay_published,
+                relay_failed,
+            }),
+        }
+    }
+}
+
+/// Which counter a delivery's end moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Handled,
+    Duplicate,
+    Retried,
+    DeadLettered,
+}
+
+impl Metrics {
+    fn family(&self, disposition: Disposition) -> &PerPlugin {
+        match disposition {
+            Disposition::Handled => &self.inner.handled,
+            Disposition::Duplicate => &self.inner.duplicates,
+            Disposition::Retried => &self.inner.retried,
+            Disposition::DeadLettered => &self.inner.dead_lettered,
+        }
+    }
+
+    pub fn record(&self, plugin: &str, disposition: Disposition, elapsed: Option<Duration>) {
+        let label = PluginLabel {
+            plugin: plugin.to_string(),
+        };
+        self.family(disposition).get_or_create(&label).inc();
+        if let Some(elapsed) = elapsed {
+            self.inner
+                .durations
+                .get_or_create(&label)
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+
+    pub fn reload_failed(&self, plugin: &str) {
+        let label = PluginLabel {
+            plugin: plugin.to_string(),
+        };
+        self.inner.reload_failures.get_or_create(&label).inc();
+    }
+
+    /// A counter's current value, for tests and the admin API.
+    pub fn count(&self, plugin: &str, disposition: Disposition) -> u64 {
+        let label = PluginLabel {
+            plugin: plugin.to_string(),
+        };
+        let family = self.family(disposition);
+        family.get(&label).map(|c| c.get()).unwrap_or(0)
+    }
+
+    /// Prometheus text exposition. Refreshes the outbox gauges from PostgreSQL first (a
+    /// failed query leaves the last values and is reported in the error).
+    pub async fn render(
+        &self,
+        pool: &PgPool,
+        relay: Option<&RelayStats>,
+    ) -> Result<String, sqlx::Error> {
+        let inner = &self.inner;
+        let refreshed = crate::outbox::backlog(pool).await;
+        if let Ok((pending, dead, oldest)) = &refreshed {
+            inner.outbox_pending.set(*pending);
+            inner.outbox_dead.set(*dead);
+            inner.outbox_oldest.set(oldest.unwrap_or(0.0));
+        }
+        if let Some(stats) = relay {
+            sync_counter(&inner.relay_published, &stats.published);
+            sync_counter(&inner.relay_failed, &stats.failed_attempts);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &inner.registry)
+            .expect("writing to a String cannot fail");
+        refreshed.map(|_| text)
+    }
+}
+
+/// Moves a Prometheus counter up to the relay's own atomic count.
+fn sync_counter(counter: &Counter, source: &AtomicU64) {
+    let target = source.load(Ordering::Relaxed);
+    let current = counter.get();
+    if target > current {
+        counter.inc_by(target - current);
+    }
+}
