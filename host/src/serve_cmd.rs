@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -189,7 +190,8 @@ async fn run(config: Config) -> Result<ExitCode> {
     let mut tasks = JoinSet::new();
     let plugins = load_plugins(&config, &pool, &metrics, &mut tasks, &shutdown).await?;
 
-    let mut broker_connected = None;
+    let mut consumer_state = None;
+    let consuming = Arc::new(consumer::Consuming::default());
     if config.consumer.enabled {
         let settings = consumer::Settings {
             broker: config.broker.clone(),
@@ -197,9 +199,10 @@ async fn run(config: Config) -> Result<ExitCode> {
             config: config.consumer.clone(),
             metrics: metrics.clone(),
             pool: pool.clone(),
+            consuming: consuming.clone(),
         };
         let consumer = Consumer::new(settings, plugins.registry.subscribers());
-        broker_connected = Some(consumer.connected());
+        consumer_state = Some((consumer.connected(), consuming.clone()));
         let token = shutdown.clone();
         tasks.spawn(async move {
             consumer.run(token).await;
@@ -208,6 +211,17 @@ async fn run(config: Config) -> Result<ExitCode> {
     }
     let mut relay = None;
     if config.relay.enabled {
+        // Events published before a plugin's queue is bound would reach no queue: the
+        // relay starts once the plugins loaded at start-up are consuming.
+        let names: Vec<String> = plugins
+            .registry
+            .statuses()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        if config.consumer.enabled && !consuming.wait_for(&names, Duration::from_secs(60)).await {
+            tracing::warn!(plugins = ?names, "plugin queues not bound after 60s; starting the relay anyway");
+        }
         let started = Relay::new(pool.clone(), config.broker.clone(), config.relay.clone());
         relay = Some(started.clone());
         let token = shutdown.clone();
@@ -222,7 +236,7 @@ async fn run(config: Config) -> Result<ExitCode> {
             registry: plugins.registry.clone(),
             metrics,
             pool: pool.clone(),
-            broker_connected,
+            consumer: consumer_state,
             plugins_scanned: plugins.scanned.clone(),
             rescan: plugins.rescan.clone(),
             relay,

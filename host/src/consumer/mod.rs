@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -50,12 +50,52 @@ pub struct Subscriber {
     pub target: Arc<dyn Target>,
 }
 
+/// The plugins whose consumers are running (queue declared and bound, deliveries
+/// flowing), for readiness and for starting the relay only once queues can receive.
+#[derive(Debug, Default)]
+pub struct Consuming {
+    /// Running consumers per plugin: briefly two while one restarts with new bindings.
+    names: Mutex<HashMap<String, usize>>,
+}
+
+impl Consuming {
+    fn set(&self, name: &str, on: bool) {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let count = names.entry(name.to_string()).or_default();
+        if on {
+            *count += 1;
+        } else {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    pub fn covers<'a>(&self, plugins: impl IntoIterator<Item = &'a str>) -> bool {
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        plugins
+            .into_iter()
+            .all(|p| names.get(p).is_some_and(|n| *n > 0))
+    }
+
+    /// Waits until every one of `plugins` is consuming; false after `limit`.
+    pub async fn wait_for(&self, plugins: &[String], limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.covers(plugins.iter().map(String::as_str)) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
+
 pub struct Settings {
     pub broker: BrokerConfig,
     pub exchange: String,
     pub config: ConsumerConfig,
     pub metrics: Metrics,
     pub pool: PgPool,
+    pub consuming: Arc<Consuming>,
 }
 
 pub struct Consumer {

@@ -71,6 +71,7 @@ pub async fn consume(
             source,
         })?;
     tracing::info!(plugin = %subscriber.name, queue = %queues.main, subscriptions = ?subscriber.subscriptions, "consuming");
+    settings.consuming.set(&subscriber.name, true);
 
     let context = Arc::new(Context {
         plugin: subscriber.name.clone(),
@@ -97,6 +98,7 @@ pub async fn consume(
             None => break Err("consumer cancelled by the broker".to_string()),
         }
     };
+    settings.consuming.set(&subscriber.name, false);
     if ended.is_ok() {
         let _ = channel
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())

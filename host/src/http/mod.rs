@@ -4,7 +4,7 @@
 mod admin;
 mod reads;
 
-use crate::consumer::Registry;
+use crate::consumer::{Consuming, Registry};
 use crate::metrics::Metrics;
 use crate::outbox::Relay;
 use axum::extract::State;
@@ -23,8 +23,9 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
     pub pool: PgPool,
-    /// The consumer's connection flag; `None` when this process does not consume.
-    pub broker_connected: Option<Arc<AtomicBool>>,
+    /// The consumer's connection flag and running consumers; `None` when this process
+    /// does not consume.
+    pub consumer: Option<(Arc<AtomicBool>, Arc<Consuming>)>,
     /// Set once the plugin directory was scanned at start-up.
     pub plugins_scanned: Arc<AtomicBool>,
     /// Wakes the plugin directory watcher (`POST /admin/plugins/reload`).
@@ -54,7 +55,8 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready: PostgreSQL answers, RabbitMQ is connected (when consuming), and the plugins
-/// were loaded. 503 with the failing checks otherwise.
+/// were loaded and each is consuming from its bound queue. 503 with the failing checks
+/// otherwise.
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     let ping = sqlx::query("SELECT 1").execute(&state.pool);
     let database = matches!(
@@ -62,10 +64,20 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
         Ok(Ok(_))
     );
     let broker = state
-        .broker_connected
+        .consumer
         .as_ref()
-        .is_none_or(|c| c.load(Ordering::Relaxed));
-    let plugins = state.plugins_scanned.load(Ordering::Relaxed) && !state.registry.is_empty();
+        .is_none_or(|(connected, _)| connected.load(Ordering::Relaxed));
+    let names: Vec<String> = state
+        .registry
+        .statuses()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let consuming = state
+        .consumer
+        .as_ref()
+        .is_none_or(|(_, c)| c.covers(names.iter().map(String::as_str)));
+    let plugins = state.plugins_scanned.load(Ordering::Relaxed) && !names.is_empty() && consuming;
     let ready = database && broker && plugins;
     let status = if ready {
         StatusCode::OK

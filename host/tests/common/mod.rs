@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod outbox;
+pub mod serve;
 
 use eventhost::config::{AuthBackend, Limits};
 use eventhost::fixtures::ScratchDatabase;

@@ -25,6 +25,29 @@ impl exports::eventhost::plugin::handler::Guest for Probe {
                 .map_err(|e| HandlerError::Retryable(e.message))?;
                 Ok(())
             }
+            // Permanent failure until `data.key` is in `allowed_keys`: a rejection that an
+            // operator can fix (insert the key), then replay the dead letter.
+            "probe.gated" => {
+                let data: serde_json::Value = serde_json::from_str(&event.data)
+                    .map_err(|e| HandlerError::Permanent(format!("data is not JSON: {e}")))?;
+                let key = data["key"].as_str().unwrap_or_default().to_string();
+                let found = query(
+                    "SELECT 1 FROM allowed_keys WHERE key = $1",
+                    &[Value::Text(key.clone())],
+                )
+                .map_err(|e| HandlerError::Retryable(e.message))?;
+                if found.rows.is_empty() {
+                    return Err(HandlerError::Permanent(format!(
+                        "key {key:?} is not in allowed_keys"
+                    )));
+                }
+                execute(
+                    "INSERT INTO notes (event_id) VALUES ($1)",
+                    &[Value::Uuid(event.id)],
+                )
+                .map_err(|e| HandlerError::Retryable(e.message))?;
+                Ok(())
+            }
             "probe.retry" => Err(HandlerError::Retryable("asked to retry".into())),
             "probe.permanent" => Err(HandlerError::Permanent("asked to fail".into())),
             "probe.loop" => {
@@ -73,12 +96,19 @@ impl exports::eventhost::plugin::handler::Guest for Probe {
 
 impl exports::eventhost::plugin::migrations::Guest for Probe {
     fn migrations() -> Vec<Migration> {
-        vec![Migration {
-            version: 1,
-            name: "notes".into(),
-            sql: "CREATE TABLE notes (event_id uuid PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())"
-                .into(),
-        }]
+        vec![
+            Migration {
+                version: 1,
+                name: "notes".into(),
+                sql: "CREATE TABLE notes (event_id uuid PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())"
+                    .into(),
+            },
+            Migration {
+                version: 2,
+                name: "allowed_keys".into(),
+                sql: "CREATE TABLE allowed_keys (key text PRIMARY KEY)".into(),
+            },
+        ]
     }
 }
 

@@ -1,0 +1,335 @@
+//! End-to-end world: the real `eventhost serve` binary as a child process, against a scratch
+//! database, an exchange and queue prefix of the test's own on the real RabbitMQ, and a
+//! plugin directory holding copies of the built components.
+
+use super::outbox::amqp_url;
+use super::{plugin_path, server_url};
+use eventhost::fixtures::ScratchDatabase;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+pub struct ServeWorld {
+    pub pool: PgPool,
+    pub exchange: String,
+    pub prefix: String,
+    pub api: String,
+    pub auth: String,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    plugins: Vec<String>,
+    scratch: Option<ScratchDatabase>,
+    child: Option<Child>,
+    http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_eventhost")
+}
+
+impl ServeWorld {
+    /// Starts `eventhost serve` with these plugins (file stems: `user_stats`, `audit_log`,
+    /// `probe`) and waits until it is ready.
+    pub async fn start(plugins: &[&str]) -> Self {
+        let scratch = ScratchDatabase::create(&server_url(), "eventhost_e2e")
+            .await
+            .expect("create a scratch database (is PostgreSQL running?)");
+        let pool = eventhost::database::connect(&scratch.url, 8)
+            .await
+            .expect("connect to the scratch database");
+        let tag = Uuid::new_v4().simple().to_string()[..10].to_string();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plugin_dir = dir.path().join("plugins");
+        std::fs::create_dir(&plugin_dir).expect("plugin dir");
+        for stem in plugins {
+            std::fs::copy(plugin_path(stem), plugin_dir.join(format!("{stem}.wasm")))
+                .expect("copy plugin");
+        }
+        let (api_port, auth_port) = (free_port(), free_port());
+        let config = dir.path().join("eventhost.toml");
+        let toml = format!(
+            r#"database_url = "{db}"
+[broker]
+url = "{amqp}"
+exchange = "eventhost.e2e.{tag}"
+[relay]
+poll_interval = "200ms"
+backoff_base = "100ms"
+backoff_max = "1s"
+[consumer]
+plugin_dir = "{plugins}"
+queue_prefix = "e2e.{tag}"
+reload_interval = "200ms"
+max_attempts = 3
+retry_delays = ["200ms", "400ms"]
+[http]
+listen = "127.0.0.1:{api_port}"
+[auth_service]
+listen = "127.0.0.1:{auth_port}"
+"#,
+            db = scratch.url,
+            amqp = amqp_url(),
+            plugins = plugin_dir.display(),
+        );
+        std::fs::write(&config, toml).expect("write config");
+        let mut world = Self {
+            pool,
+            exchange: format!("eventhost.e2e.{tag}"),
+            prefix: format!("e2e.{tag}"),
+            api: format!("http://127.0.0.1:{api_port}"),
+            auth: format!("http://127.0.0.1:{auth_port}"),
+            dir,
+            config,
+            plugins: plugins.iter().map(|p| p.replace('_', "-")).collect(),
+            scratch: Some(scratch),
+            child: None,
+            http: reqwest::Client::new(),
+        };
+        world.spawn().await;
+        world
+    }
+
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("serve.log")
+    }
+
+    /// The host's log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts the host process and waits for `/readyz`.
+    pub async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "host already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "warn,eventhost=info")
+            .env_remove("DATABASE_URL")
+            .env_remove("AMQP_URL")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start eventhost serve");
+        self.child = Some(child);
+        let url = format!("{}/readyz", self.api);
+        let start = Instant::now();
+        loop {
+            if matches!(self.http.get(&url).send().await, Ok(r) if r.status() == 200) {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("eventhost serve exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "eventhost serve not ready after 60s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, then the exit status (the host should exit 0 after draining).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("host running");
+        let pid = child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        wait_with_limit(&mut child, Duration::from_secs(60))
+    }
+
+    /// `kill -9`: no draining, no acks, no goodbyes.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("host running");
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+
+    pub async fn register(&self, email: &str) -> Result<Uuid, String> {
+        let response = self
+            .http
+            .post(format!("{}/auth/register", self.auth))
+            .json(&serde_json::json!({ "email": email, "name": "E2E" }))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() != 201 {
+            return Err(format!("status {}", response.status()));
+        }
+        let body: Value = response.json().await.map_err(|e| e.to_string())?;
+        body["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| format!("no id in {body}"))
+    }
+
+    /// GET on the host's API: status and body as JSON (`Null` when not JSON).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .send()
+            .await
+            .expect("GET");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn metric(&self, name: &str, plugin: &str) -> f64 {
+        let (_, body) = self.get("/metrics").await;
+        let text = body.as_str().unwrap_or_default().to_string();
+        let prefix = format!("{name}{{plugin=\"{plugin}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until `sql` (a count) returns `expected`.
+    pub async fn wait_count(&self, sql: &str, expected: i64, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let now = self.count(sql).await;
+            if now == expected {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "after {limit:?}: {sql} = {now}, expected {expected}\nhost log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the plugin's metric reaches `at_least`.
+    pub async fn wait_metric(&self, name: &str, plugin: &str, at_least: f64, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let now = self.metric(name, plugin).await;
+            if now >= at_least {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "after {limit:?}: {name}{{plugin={plugin}}} = {now}, expected >= {at_least}\nhost log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs `eventhost <args> --config <this world's config>`; (exit code, stdout).
+    pub fn cli(&self, args: &[&str]) -> (i32, String) {
+        let output = Command::new(binary())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("DATABASE_URL")
+            .env_remove("AMQP_URL")
+            .output()
+            .expect("run eventhost");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !stderr.trim().is_empty() {
+            eprintln!("eventhost {args:?} stderr: {stderr}");
+        }
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
+    /// Stops the host (if running) and removes the database, queues and exchange.
+    pub async fn finish(mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        if let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
+            if let Ok(channel) = conn.create_channel().await {
+                for plugin in &self.plugins {
+                    let main = format!("{}.{plugin}", self.prefix);
+                    let mut queues = vec![main.clone(), format!("{main}.dead")];
+                    queues.extend(["200ms", "400ms"].map(|d| format!("{main}.retry.{d}")));
+                    for queue in queues {
+                        let _ = channel
+                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                }
+                let _ = channel
+                    .exchange_delete(
+                        self.exchange.as_str().into(),
+                        ExchangeDeleteOptions::default(),
+                    )
+                    .await;
+            }
+            let _ = conn.close(200, "done".into()).await;
+        }
+        self.pool.close().await;
+        if let Some(scratch) = self.scratch.take() {
+            let _ = scratch.drop_now().await;
+        }
+    }
+}
+
+impl Drop for ServeWorld {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_with_limit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("eventhost did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

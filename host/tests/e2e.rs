@@ -1,0 +1,395 @@
+//! End to end: the real `eventhost serve` process, the real PostgreSQL and RabbitMQ, the
+//! built plugins. Each test has its own database, exchange, queues and ports.
+
+mod common;
+
+use common::outbox::amqp_url;
+use common::serve::ServeWorld;
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+const STATS: &str = "plugin_user_stats.user_stats";
+const AUDIT: &str = "plugin_audit_log.audit_events";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_reaches_both_plugins_and_the_host_stops_cleanly() {
+    let mut world = ServeWorld::start(&["user_stats", "audit_log"]).await;
+    let id = world.register("ann@example.com").await.expect("register");
+    let stats =
+        format!("SELECT count(*) FROM {STATS} WHERE user_id = '{id}' AND created_via = 'event'");
+    world.wait_count(&stats, 1, WAIT).await;
+    let audit = format!(
+        "SELECT count(*) FROM {AUDIT} WHERE aggregate_id = '{id}' AND event_type = 'user.created'"
+    );
+    world.wait_count(&audit, 1, WAIT).await;
+
+    let (status, body) = world.get(&format!("/plugins/user-stats/stats/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["createdVia"], "event");
+    assert_eq!(body["repaired"], false);
+    let (status, body) = world
+        .get(&format!("/plugins/audit-log/events/user/{id}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    assert_eq!(
+        world
+            .metric("eventhost_plugin_handled_total", "user-stats")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        world
+            .metric("eventhost_plugin_handled_total", "audit-log")
+            .await,
+        1.0
+    );
+    let (_, metrics) = world.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    for name in [
+        "eventhost_outbox_backlog 0",
+        "eventhost_outbox_published_total 1",
+        "eventhost_plugin_handler_duration_seconds_count{plugin=\"audit-log\"} 1",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+    let (status, admin) = world.get("/admin/plugins").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = admin["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["audit-log", "user-stats"]);
+    assert_eq!(
+        admin["plugins"][1]["subscriptions"],
+        json!(["user.#", "bid.placed"])
+    );
+    assert_eq!(world.get("/healthz").await.0, 200);
+    assert_eq!(world.get("/plugins/nope/x").await.0, 404);
+
+    let exit = world.terminate();
+    assert!(
+        exit.success(),
+        "SIGTERM should end with exit 0, got {exit}\n{}",
+        world.log()
+    );
+    assert!(world.log().contains("stopped"), "{}", world.log());
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_read_repair_creates_missing_stats_once() {
+    let world = ServeWorld::start(&["user_stats"]).await;
+    let insert = |id: Uuid, email: &str| {
+        sqlx::query("INSERT INTO users (id, email, name, role) VALUES ($1, $2, 'Direct', 'admin')")
+            .bind(id)
+            .bind(email.to_string())
+    };
+    // A user whose event never reached the plugin.
+    let lost = Uuid::new_v4();
+    insert(lost, "lost@example.com")
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    let (status, body) = world
+        .get(&format!("/plugins/user-stats/stats/{lost}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["repaired"], true);
+    assert_eq!(body["role"], "admin");
+    let row =
+        format!("SELECT count(*) FROM {STATS} WHERE user_id = '{lost}' AND created_via = 'repair'");
+    assert_eq!(world.count(&row).await, 1);
+    let (status, body) = world
+        .get(&format!("/plugins/user-stats/stats/{lost}"))
+        .await;
+    assert_eq!(
+        (status, body["repaired"].clone()),
+        (200, Value::Bool(false))
+    );
+
+    let (status, _) = world
+        .get(&format!("/plugins/user-stats/stats/{}", Uuid::new_v4()))
+        .await;
+    assert_eq!(status, 404);
+
+    let racing = Uuid::new_v4();
+    insert(racing, "racing@example.com")
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    // 20 concurrent first reads of one missing row: all answer 200, one row results.
+    let url = format!("{}/plugins/user-stats/stats/{racing}", world.api);
+    let start = Arc::new(tokio::sync::Barrier::new(20));
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (url, start) = (url.clone(), start.clone());
+        reads.spawn(async move {
+            let client = reqwest::Client::new();
+            start.wait().await;
+            let response = client.get(&url).send().await.expect("GET");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        });
+    }
+    let answers = reads.join_all().await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    let repaired = answers
+        .iter()
+        .filter(|(_, b)| b["repaired"] == true)
+        .count();
+    assert!(repaired >= 1, "one read did the repair: {answers:?}");
+    let row = format!("SELECT count(*) FROM {STATS} WHERE user_id = '{racing}'");
+    assert_eq!(world.count(&row).await, 1);
+    world.finish().await;
+}
+
+/// Publishes `body` to the world's exchange as a plain AMQP client would.
+async fn publish(world: &ServeWorld, routing_key: &str, body: &[u8], message_id: Option<&str>) {
+    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = conn.create_channel().await.expect("channel");
+    let mut properties = BasicProperties::default().with_delivery_mode(2);
+    if let Some(id) = message_id {
+        properties = properties.with_message_id(id.into());
+    }
+    channel
+        .basic_publish(
+            world.exchange.as_str().into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("published");
+    conn.close(200, "done".into()).await.expect("close");
+}
+
+fn cloud_event(id: Uuid, event_type: &str, subject: &str, data: Value) -> Vec<u8> {
+    json!({
+        "specversion": "1.0", "id": id.to_string(), "source": "e2e-test", "type": event_type,
+        "time": "2026-11-23T12:00:00Z", "subject": subject, "aggregatetype": "user",
+        "datacontenttype": "application/json", "data": data,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_message_published_twice_has_one_effect() {
+    let world = ServeWorld::start(&["user_stats", "audit_log"]).await;
+    let (event_id, user) = (Uuid::new_v4(), Uuid::new_v4());
+    let body = cloud_event(
+        event_id,
+        "user.created",
+        &user.to_string(),
+        json!({ "userId": user, "role": "user" }),
+    );
+    publish(&world, "user.created", &body, Some(&event_id.to_string())).await;
+    publish(&world, "user.created", &body, Some(&event_id.to_string())).await;
+    for plugin in ["user-stats", "audit-log"] {
+        world
+            .wait_metric("eventhost_plugin_duplicates_total", plugin, 1.0, WAIT)
+            .await;
+        assert_eq!(
+            world.metric("eventhost_plugin_handled_total", plugin).await,
+            1.0,
+            "{plugin}"
+        );
+    }
+    let audit = format!("SELECT count(*) FROM {AUDIT} WHERE event_id = '{event_id}'");
+    assert_eq!(world.count(&audit).await, 1);
+    let inbox = format!(
+        "SELECT count(*) FROM plugin_audit_log._eventhost_inbox WHERE event_id = '{event_id}'"
+    );
+    assert_eq!(world.count(&inbox).await, 1);
+    let stats = format!("SELECT count(*) FROM {STATS} WHERE user_id = '{user}'");
+    assert_eq!(world.count(&stats).await, 1);
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_become_dead_letters_with_reasons_and_replay_after_a_fix() {
+    let world = ServeWorld::start(&["probe"]).await;
+    let subject = Uuid::new_v4().to_string();
+    let gated = Uuid::new_v4();
+    let retried = Uuid::new_v4();
+    publish(&world, "probe.gated", b"{ this is not json", None).await;
+    let body = cloud_event(gated, "probe.gated", &subject, json!({ "key": "blue" }));
+    publish(&world, "probe.gated", &body, Some(&gated.to_string())).await;
+    let body = cloud_event(
+        retried,
+        "probe.retry",
+        &Uuid::new_v4().to_string(),
+        json!({}),
+    );
+    publish(&world, "probe.retry", &body, Some(&retried.to_string())).await;
+    // The consumer keeps going after them.
+    let fine = Uuid::new_v4();
+    let body = cloud_event(fine, "probe.insert", &Uuid::new_v4().to_string(), json!({}));
+    publish(&world, "probe.insert", &body, Some(&fine.to_string())).await;
+    let note =
+        |id: Uuid| format!("SELECT count(*) FROM plugin_probe.notes WHERE event_id = '{id}'");
+    world.wait_count(&note(fine), 1, WAIT).await;
+
+    // Malformed and rejected at once; the retryable one after 3 attempts (200 ms, 400 ms).
+    world
+        .wait_metric("eventhost_plugin_dead_lettered_total", "probe", 3.0, WAIT)
+        .await;
+    assert_eq!(
+        world
+            .metric("eventhost_plugin_retried_total", "probe")
+            .await,
+        2.0
+    );
+    let (code, out) = world.cli(&["dlq", "list", "probe", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let letters: Vec<Value> = serde_json::from_str(&out).expect("dlq list --json");
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    let by_id = |id: &str| {
+        letters
+            .iter()
+            .find(|l| l["event_id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let malformed = letters
+        .iter()
+        .find(|l| l["event_id"].is_null())
+        .expect("the malformed one");
+    assert!(
+        malformed["error"]
+            .as_str()
+            .unwrap()
+            .contains("malformed event"),
+        "{malformed}"
+    );
+    assert_eq!(malformed["event_type"], "probe.gated");
+    let rejected = by_id(&gated.to_string());
+    assert!(
+        rejected["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"blue\" is not in allowed_keys"),
+        "{rejected}"
+    );
+    assert_eq!(rejected["attempts"], 1);
+    let exhausted = by_id(&retried.to_string());
+    assert_eq!(exhausted["attempts"], 3, "{exhausted}");
+    assert!(
+        exhausted["error"]
+            .as_str()
+            .unwrap()
+            .contains("asked to retry"),
+        "{exhausted}"
+    );
+    // Listing does not consume.
+    let (_, again) = world.cli(&["dlq", "list", "probe", "--json"]);
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&again).unwrap().len(), 3);
+
+    // The fix: the key the plugin was missing. Then replay everything.
+    sqlx::query("INSERT INTO plugin_probe.allowed_keys (key) VALUES ('blue')")
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    let (code, out) = world.cli(&["dlq", "replay", "probe", "--id", &gated.to_string()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("replayed 1"), "{out}");
+    world.wait_count(&note(gated), 1, WAIT).await;
+    let (code, _) = world.cli(&["dlq", "replay", "probe", "--all"]);
+    assert_eq!(code, 0);
+    // The malformed message cannot be fixed by a replay: it comes back, with its reason,
+    // and the retryable one is dead again after three more attempts. Nothing is lost.
+    world
+        .wait_metric("eventhost_plugin_dead_lettered_total", "probe", 5.0, WAIT)
+        .await;
+    let (_, out) = world.cli(&["dlq", "list", "probe", "--json"]);
+    let left: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|l| l["event_id"] != gated.to_string()));
+    let (code, _) = world.cli(&[
+        "dlq",
+        "replay",
+        "probe",
+        "--id",
+        &Uuid::new_v4().to_string(),
+    ]);
+    assert_eq!(code, 1, "an id not in the queue is reported");
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_wasm_is_refused_while_the_old_version_serves_and_removal_stops_it() {
+    let world = ServeWorld::start(&["audit_log"]).await;
+    let file = world.plugin_dir().join("audit_log.wasm");
+    let (_, before) = world.get("/admin/plugins").await;
+    let version = before["plugins"][0]["version"].clone();
+    std::fs::write(&file, b"\0asm not really").unwrap();
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let (_, admin) = world.get("/admin/plugins").await;
+        status = admin["plugins"][0].clone();
+        if status["state"] == "serving-previous" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["state"], "serving-previous", "{status}");
+    assert_eq!(status["version"], version);
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid WebAssembly component"),
+        "{status}"
+    );
+    world
+        .wait_metric(
+            "eventhost_plugin_reload_failures_total",
+            "audit-log",
+            1.0,
+            WAIT,
+        )
+        .await;
+    // Still handling events on the old version.
+    let id = world.register("bob@example.com").await.unwrap();
+    world
+        .wait_count(
+            &format!("SELECT count(*) FROM {AUDIT} WHERE aggregate_id = '{id}'"),
+            1,
+            WAIT,
+        )
+        .await;
+
+    std::fs::remove_file(&file).unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        let (_, admin) = world.get("/admin/plugins").await;
+        if admin["plugins"].as_array().is_some_and(|p| p.is_empty()) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "removing the file stops the plugin");
+    assert_eq!(
+        world.get("/readyz").await.0,
+        503,
+        "no plugin loaded: not ready"
+    );
+    world.finish().await;
+}
