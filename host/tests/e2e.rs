@@ -393,3 +393,29 @@ async fn a_broken_wasm_is_refused_while_the_old_version_serves_and_removal_stops
     );
     world.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_the_middle_of_a_run_then_restart_loses_and_doubles_nothing() {
+    let mut world = ServeWorld::start(&["user_stats", "audit_log"]).await;
+    let run = tokio::spawn(common::serve::register_many(
+        world.auth.clone(),
+        "crash",
+        1000,
+        4,
+    ));
+    world
+        .wait_count_at_least(
+            "SELECT count(*) FROM plugin_audit_log.audit_events",
+            300,
+            WAIT,
+        )
+        .await;
+    world.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    world.spawn().await;
+    assert_eq!(run.await.expect("registrations"), 1000);
+    world
+        .assert_every_user_handled_once(1000, Duration::from_secs(120))
+        .await;
+    world.finish().await;
+}

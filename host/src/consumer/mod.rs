@@ -158,7 +158,8 @@ impl Consumer {
                     let connection = Arc::new(connection);
                     let lost = self.serve(&connection, &shutdown).await;
                     self.connected.store(false, Ordering::Relaxed);
-                    let _ = connection.close(200, "eventhost stopping".into()).await;
+                    let close = connection.close(200, "eventhost stopping".into());
+                    let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
                     match lost {
                         None => return,
                         Some(reason) => reason,
@@ -205,6 +206,7 @@ impl Consumer {
                     }
                     if let Err(error) = result {
                         if !connection.status().connected() {
+                            self.connected.store(false, Ordering::Relaxed);
                             break Some(error.to_string());
                         }
                         tracing::error!(plugin = %name, %error, "plugin consumer failed; retrying in 5s");

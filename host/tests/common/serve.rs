@@ -234,6 +234,35 @@ listen = "127.0.0.1:{auth_port}"
         }
     }
 
+    /// Waits until `sql` (a count) reaches `at_least`.
+    pub async fn wait_count_at_least(&self, sql: &str, at_least: i64, limit: Duration) {
+        let start = Instant::now();
+        while self.count(sql).await < at_least {
+            assert!(
+                start.elapsed() < limit,
+                "after {limit:?}: {sql} < {at_least}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `/readyz`'s `check` is `expected`; returns the last answer.
+    pub async fn wait_readiness(&self, check: &str, expected: bool, limit: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let (_, ready) = self.get("/readyz").await;
+            if ready["checks"][check] == expected {
+                return ready;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "after {limit:?}: /readyz = {ready}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the plugin's metric reaches `at_least`.
     pub async fn wait_metric(&self, name: &str, plugin: &str, at_least: f64, limit: Duration) {
         let start = Instant::now();
@@ -331,5 +360,75 @@ fn wait_with_limit(child: &mut Child, limit: Duration) -> std::process::ExitStat
             panic!("eventhost did not exit within {limit:?} of SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Registers `n` users (`<label>-<i>@example.com`) through the auth service at `auth`,
+/// `concurrency` at a time, retrying through host outages; an email already taken counts
+/// as registered (the earlier attempt committed before the answer was lost).
+pub async fn register_many(
+    auth: String,
+    label: &'static str,
+    n: usize,
+    concurrency: usize,
+) -> usize {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (auth, next) = (auth.clone(), next.clone());
+        workers.spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client");
+            let mut done = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return done;
+                }
+                let body = serde_json::json!({ "email": format!("{label}-{i}@example.com"), "name": "Load" });
+                let started = Instant::now();
+                loop {
+                    let sent = http.post(format!("{auth}/auth/register")).json(&body).send().await;
+                    match sent.map(|r| r.status().as_u16()) {
+                        Ok(201) | Ok(409) => break,
+                        _ => {
+                            assert!(started.elapsed() < Duration::from_secs(120), "registration {i} kept failing");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                done += 1;
+            }
+        });
+    }
+    workers.join_all().await.into_iter().sum()
+}
+
+impl ServeWorld {
+    /// Every registered user has exactly one stats row made by the event path and exactly
+    /// one audit entry of its `user.created`; waits up to `limit` for the backlog to drain.
+    pub async fn assert_every_user_handled_once(&self, expected_users: i64, limit: Duration) {
+        assert_eq!(
+            self.count("SELECT count(*) FROM users").await,
+            expected_users
+        );
+        let stats = "SELECT count(*) FROM users u JOIN plugin_user_stats.user_stats s ON s.user_id = u.id AND s.created_via = 'event'";
+        self.wait_count(stats, expected_users, limit).await;
+        let audit = "SELECT count(*) FROM users u JOIN plugin_audit_log.audit_events a \
+                     ON a.aggregate_id = u.id::text AND a.event_type = 'user.created'";
+        self.wait_count(audit, expected_users, limit).await;
+        // Nothing twice, and nothing else: one user.created per user.
+        let twice = "SELECT count(*) FROM (SELECT aggregate_id FROM plugin_audit_log.audit_events \
+                     WHERE event_type = 'user.created' GROUP BY 1 HAVING count(*) > 1) t";
+        assert_eq!(self.count(twice).await, 0);
+        let all_audit = "SELECT count(*) FROM plugin_audit_log.audit_events";
+        assert_eq!(self.count(all_audit).await, expected_users);
+        assert_eq!(
+            self.count("SELECT count(*) FROM plugin_user_stats.user_stats")
+                .await,
+            expected_users
+        );
     }
 }
