@@ -1,0 +1,436 @@
+//! End to end, register → stats and audit rows committed, through the real relay, RabbitMQ
+//! and the consumer, with the two reference plugins as WebAssembly components next to
+//! native Rust handlers running the same SQL in the same kind of transaction (inbox row
+//! first, then the plugin's statements), in alternating rounds of the same run:
+//!
+//! * throughput: `EVENTHOST_BENCH_EVENTS` registrations (default 3 000) are committed
+//!   first (users row + outbox row, as the auth service does); then the consumer and the
+//!   relay start and the clock runs until both plugins committed every event;
+//! * latency: registrations at a steady 200/s for 15 s while everything runs; for each
+//!   user, from the registration transaction's start (`users.created_at`) to the
+//!   user-stats transaction's start (`user_stats.created_at`), which commits right after.
+//!
+//! The native twins write to schemas provisioned from the same components (same tables,
+//! same inbox), through a pool of the same size. Run: `bash scripts/bench.sh pipeline`.
+
+use eventhost::auth_service::users::{self, Producer};
+use eventhost::config::{BrokerConfig, ConsumerConfig, Limits, RelayConfig};
+use eventhost::consumer::{self, Consumer, Consuming, Registry, Subscriber, Target};
+use eventhost::fixtures::ScratchDatabase;
+use eventhost::metrics::Metrics;
+use eventhost::outbox::Relay;
+use eventhost::runtime::{Invocation, Outcome, PluginName, Runtime, RuntimeSettings};
+use eventhost::Event;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const RATE: u64 = 200;
+const LATENCY_SECONDS: u64 = 15;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn wasm(stem: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join(format!("wasm32-wasip2/release/{stem}.wasm"))
+}
+
+/// What the native handlers run: the reference plugins' statements, verbatim.
+#[derive(Clone, Copy)]
+enum Native {
+    UserStats,
+    AuditLog,
+}
+
+struct NativeHandler {
+    kind: Native,
+    pool: PgPool,
+}
+
+impl NativeHandler {
+    async fn run(&self, event: &Event) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let new = sqlx::query(
+            "INSERT INTO _eventhost_inbox (event_id, event_type) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(event.id.0)
+        .bind(&event.event_type)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !new {
+            return Ok(false);
+        }
+        let data = &event.data;
+        match self.kind {
+            Native::UserStats => {
+                let user: uuid::Uuid = data["userId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .parse()
+                    .unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO user_stats (user_id, active, role, created_via, user_created_at)
+                     VALUES ($1, $2, $3, 'event', $4::timestamptz)
+                     ON CONFLICT (user_id) DO NOTHING",
+                )
+                .bind(user)
+                .bind(data["isActive"].as_bool().unwrap_or(true))
+                .bind(data["role"].as_str())
+                .bind(data["createdAt"].as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            Native::AuditLog => {
+                let headers: serde_json::Map<String, serde_json::Value> = event
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                sqlx::query(
+                    "INSERT INTO audit_events (event_id, event_type, source, aggregate_type, aggregate_id,
+                                               schema_version, occurred_at, payload, headers)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8::jsonb, $9::jsonb)
+                     ON CONFLICT (event_id) DO NOTHING",
+                )
+                .bind(event.id.0)
+                .bind(&event.event_type)
+                .bind(&event.source)
+                .bind(&event.aggregate_type)
+                .bind(&event.subject)
+                .bind(event.schema_version as i32)
+                .bind(event.time.to_rfc3339())
+                .bind(data.to_string())
+                .bind(serde_json::Value::Object(headers).to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+impl Target for NativeHandler {
+    fn deliver<'a>(
+        &'a self,
+        event: &'a Event,
+    ) -> Pin<Box<dyn Future<Output = Invocation> + Send + 'a>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let outcome = match self.run(event).await {
+                Ok(true) => Outcome::Ok,
+                Ok(false) => Outcome::Duplicate,
+                Err(e) => Outcome::Retryable(e.to_string()),
+            };
+            Invocation {
+                outcome,
+                elapsed: started.elapsed(),
+                logs: Vec::new(),
+            }
+        })
+    }
+}
+
+struct Bench {
+    pool: PgPool,
+    amqp: String,
+    wasm: Vec<Subscriber>,
+    native: Vec<Subscriber>,
+}
+
+fn subscriber(name: &str, subscriptions: &[&str], target: Arc<dyn Target>) -> Subscriber {
+    Subscriber {
+        name: name.into(),
+        subscriptions: subscriptions.iter().map(|s| s.to_string()).collect(),
+        target,
+    }
+}
+
+/// Relay and consumer for one round, on an exchange and queues of the round's own.
+struct Pipeline {
+    stop: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+    exchange: String,
+    queues: Vec<String>,
+}
+
+impl Bench {
+    async fn start(&self, subscribers: &[Subscriber]) -> anyhow::Result<Pipeline> {
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+        let exchange = format!("bench.pipeline.{tag}");
+        let broker = BrokerConfig {
+            url: self.amqp.clone(),
+            exchange: exchange.clone(),
+            ..BrokerConfig::default()
+        };
+        let config = ConsumerConfig {
+            queue_prefix: format!("bench.{tag}"),
+            ..ConsumerConfig::default()
+        };
+        let consuming = Arc::new(Consuming::default());
+        let settings = consumer::Settings {
+            broker: broker.clone(),
+            exchange: exchange.clone(),
+            config: config.clone(),
+            metrics: Metrics::default(),
+            pool: self.pool.clone(),
+            consuming: consuming.clone(),
+        };
+        let (_keep, watch) = tokio::sync::watch::channel(Arc::new(subscribers.to_vec()));
+        let consumer = Consumer::new(settings, watch);
+        let stop = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let token = stop.clone();
+        tasks.spawn(async move {
+            let _keep = _keep;
+            consumer.run(token).await
+        });
+        let names: Vec<String> = subscribers.iter().map(|s| s.name.clone()).collect();
+        anyhow::ensure!(
+            consuming.wait_for(&names, Duration::from_secs(30)).await,
+            "consumers did not start"
+        );
+        let relay = Relay::new(self.pool.clone(), broker, RelayConfig::default());
+        let token = stop.clone();
+        tasks.spawn(async move { relay.run(token).await });
+        let mut queues = Vec::new();
+        for name in &names {
+            let main = format!("{}.{name}", config.queue_prefix);
+            queues.push(format!("{main}.dead"));
+            queues.extend(
+                config
+                    .retry_delays
+                    .iter()
+                    .map(|d| format!("{main}.retry.{}ms", d.as_millis())),
+            );
+            queues.push(main);
+        }
+        Ok(Pipeline {
+            stop,
+            tasks,
+            exchange,
+            queues,
+        })
+    }
+
+    async fn stop(&self, mut pipeline: Pipeline) -> anyhow::Result<()> {
+        pipeline.stop.cancel();
+        while pipeline.tasks.join_next().await.is_some() {}
+        let conn =
+            lapin::Connection::connect(&self.amqp, lapin::ConnectionProperties::default()).await?;
+        let channel = conn.create_channel().await?;
+        for queue in &pipeline.queues {
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        channel
+            .exchange_delete(
+                pipeline.exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await?;
+        conn.close(200, "done".into()).await?;
+        Ok(())
+    }
+
+    async fn register(&self, label: &str, n: usize) -> anyhow::Result<()> {
+        let producer = Producer {
+            source: "bench",
+            traceparent: None,
+        };
+        for i in 0..n {
+            users::register(
+                &self.pool,
+                &producer,
+                &format!("{label}-{i}@example.com"),
+                "Bench",
+                "user",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn count(&self, sql: &str) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
+    }
+
+    /// Waits until both of the kind's tables hold `expected` rows.
+    async fn wait_rows(&self, schemas: (&str, &str), expected: i64) -> anyhow::Result<()> {
+        let stats = format!("SELECT count(*) FROM {}.user_stats", schemas.0);
+        let audit = format!("SELECT count(*) FROM {}.audit_events", schemas.1);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while self.count(&stats).await? < expected || self.count(&audit).await? < expected {
+            anyhow::ensure!(Instant::now() < deadline, "pipeline stalled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let server = std::env::var("EVENTHOST_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let amqp = std::env::var("EVENTHOST_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let rounds = env_or("EVENTHOST_BENCH_ROUNDS", 3);
+    let events = env_or("EVENTHOST_BENCH_EVENTS", 3000);
+    let scratch = ScratchDatabase::create(&server, "eventhost_bench").await?;
+    let pool = eventhost::database::connect(&scratch.url, 16).await?;
+    eventhost::database::migrate(&pool).await?;
+    let limits = Limits::default();
+    let runtime = Runtime::new(RuntimeSettings {
+        limits: limits.clone(),
+        auth: Default::default(),
+        admin_pool: pool.clone(),
+        role_secret: scratch.url.clone(),
+    })?;
+    let registry = Registry::default();
+    let mut native = Vec::new();
+    for (stem, name, kind) in [
+        ("user_stats", "user-stats", Native::UserStats),
+        ("audit_log", "audit-log", Native::AuditLog),
+    ] {
+        let path = wasm(stem);
+        let bytes = std::fs::read(&path)?;
+        registry.install(runtime.load_file(&path).await?, &path);
+        // The native twin's schema: provisioned from the same component, so same tables.
+        let twin = runtime
+            .load(
+                PluginName::parse(&format!("native-{name}")).map_err(anyhow::Error::msg)?,
+                &bytes,
+            )
+            .await?;
+        let options: PgConnectOptions = scratch.url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(limits.db_connections)
+            .connect_with(options.options([("search_path", twin.schema())]))
+            .await?;
+        native.push(subscriber(
+            &format!("native-{name}"),
+            &[if name == "user-stats" { "user.#" } else { "#" }],
+            Arc::new(NativeHandler { kind, pool }),
+        ));
+    }
+    let slot = |name: &str| registry.get(name).expect("loaded") as Arc<dyn Target>;
+    let bench = Bench {
+        pool: pool.clone(),
+        amqp,
+        wasm: vec![
+            subscriber("user-stats", &["user.#", "bid.placed"], slot("user-stats")),
+            subscriber("audit-log", &["#"], slot("audit-log")),
+        ],
+        native,
+    };
+    let schemas = |wasm: bool| {
+        if wasm {
+            ("plugin_user_stats", "plugin_audit_log")
+        } else {
+            ("plugin_native_user_stats", "plugin_native_audit_log")
+        }
+    };
+
+    println!("pipeline: {events} registrations per round, {rounds} rounds each, alternating (2 cores, shared)");
+    let (mut wasm_rates, mut native_rates) = (Vec::new(), Vec::new());
+    let (mut wasm_done, mut native_done) = (0i64, 0i64);
+    for round in 0..rounds * 2 {
+        let is_wasm = round % 2 == 0;
+        bench.register(&format!("r{round}"), events).await?;
+        let subscribers = if is_wasm { &bench.wasm } else { &bench.native };
+        let pipeline = bench.start(subscribers).await?;
+        let started = Instant::now();
+        let done = if is_wasm {
+            &mut wasm_done
+        } else {
+            &mut native_done
+        };
+        *done += events as i64;
+        bench.wait_rows(schemas(is_wasm), *done).await?;
+        let rate = events as f64 / started.elapsed().as_secs_f64();
+        bench.stop(pipeline).await?;
+        println!(
+            "  round {round}: {:<6} {rate:>7.0} events/s",
+            if is_wasm { "wasm" } else { "native" }
+        );
+        if is_wasm {
+            wasm_rates.push(rate)
+        } else {
+            native_rates.push(rate)
+        }
+    }
+    let (w, n) = (median(&mut wasm_rates), median(&mut native_rates));
+    println!(
+        "throughput (median): wasm {w:.0} events/s, native {n:.0} events/s, wasm/native = {:.1} %",
+        100.0 * w / n
+    );
+
+    for is_wasm in [true, false] {
+        let label = if is_wasm { "lat-wasm" } else { "lat-native" };
+        let subscribers = if is_wasm { &bench.wasm } else { &bench.native };
+        let pipeline = bench.start(subscribers).await?;
+        let producer = Producer {
+            source: "bench",
+            traceparent: None,
+        };
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+        let total = RATE * LATENCY_SECONDS;
+        for i in 0..total {
+            tick.tick().await;
+            users::register(
+                &pool,
+                &producer,
+                &format!("{label}-{i}@example.com"),
+                "Bench",
+                "user",
+            )
+            .await?;
+        }
+        let done = if is_wasm {
+            &mut wasm_done
+        } else {
+            &mut native_done
+        };
+        *done += total as i64;
+        bench.wait_rows(schemas(is_wasm), *done).await?;
+        bench.stop(pipeline).await?;
+        let (p50, p99, max): (f64, f64, f64) = sqlx::query_as(&format!(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
+             FROM (SELECT extract(epoch FROM s.created_at - u.created_at) * 1000 AS ms
+                   FROM users u JOIN {}.user_stats s ON s.user_id = u.id WHERE u.email LIKE '{label}-%') t",
+            schemas(is_wasm).0
+        ))
+        .fetch_one(&pool)
+        .await?;
+        println!("latency at {RATE} registrations/s, {}: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms", if is_wasm { "wasm" } else { "native" });
+    }
+    pool.close().await;
+    scratch.drop_now().await?;
+    Ok(())
+}
