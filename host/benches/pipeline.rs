@@ -421,8 +421,8 @@ async fn main() -> anyhow::Result<()> {
         bench.wait_rows(schemas(is_wasm), *done).await?;
         bench.stop(pipeline).await?;
         let (p50, p99, max): (f64, f64, f64) = sqlx::query_as(&format!(
-            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
-             FROM (SELECT extract(epoch FROM s.created_at - u.created_at) * 1000 AS ms
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)::float8
+             FROM (SELECT extract(epoch FROM s.created_at - u.created_at) * 1000 ::float8 AS ms
                    FROM users u JOIN {}.user_stats s ON s.user_id = u.id WHERE u.email LIKE '{label}-%') t",
             schemas(is_wasm).0
         ))
