@@ -162,6 +162,7 @@ fn subscriber(name: &str, subscriptions: &[&str], target: Arc<dyn Target>) -> Su
 
 /// Relay and consumer for one round, on an exchange and queues of the round's own.
 struct Pipeline {
+    metrics: Metrics,
     stop: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
     exchange: String,
@@ -182,11 +183,12 @@ impl Bench {
             ..ConsumerConfig::default()
         };
         let consuming = Arc::new(Consuming::default());
+        let metrics = Metrics::default();
         let settings = consumer::Settings {
             broker: broker.clone(),
             exchange: exchange.clone(),
             config: config.clone(),
-            metrics: Metrics::default(),
+            metrics: metrics.clone(),
             pool: self.pool.clone(),
             consuming: consuming.clone(),
         };
@@ -220,11 +222,34 @@ impl Bench {
             queues.push(main);
         }
         Ok(Pipeline {
+            metrics,
             stop,
             tasks,
             exchange,
             queues,
         })
+    }
+
+    /// Mean time per delivery in each plugin (instantiate or begin, handle, commit).
+    async fn mean_handler_ms(&self, pipeline: &Pipeline) -> anyhow::Result<String> {
+        let text = pipeline.metrics.render(&self.pool, None).await?;
+        let value = |prefix: &str| -> Vec<(String, f64)> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(prefix))
+                .filter_map(|l| {
+                    let (labels, v) = l.split_once(' ')?;
+                    Some((labels.to_string(), v.parse().ok()?))
+                })
+                .collect()
+        };
+        let sums = value("eventhost_plugin_handler_duration_seconds_sum");
+        let counts = value("eventhost_plugin_handler_duration_seconds_count");
+        Ok(sums
+            .iter()
+            .zip(counts)
+            .map(|((labels, sum), (_, count))| format!("{labels} {:.2} ms", 1000.0 * sum / count))
+            .collect::<Vec<_>>()
+            .join(", "))
     }
 
     async fn stop(&self, mut pipeline: Pipeline) -> anyhow::Result<()> {
@@ -283,9 +308,41 @@ impl Bench {
     }
 }
 
+/// CPU seconds (user + system) used so far by processes named `comm`, or by this process.
+fn cpu_seconds(comm: Option<&str>) -> f64 {
+    let ticks = |stat: &str| -> f64 {
+        // Fields after the parenthesised name: utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (field(11) + field(12)) / 100.0
+    };
+    match comm {
+        None => ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default()),
+        Some(name) => std::fs::read_dir("/proc")
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| {
+                        std::fs::read_to_string(e.path().join("comm"))
+                            .is_ok_and(|c| c.trim() == name)
+                    })
+                    .map(|e| {
+                        ticks(&std::fs::read_to_string(e.path().join("stat")).unwrap_or_default())
+                    })
+                    .sum()
+            })
+            .unwrap_or(0.0),
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 #[tokio::main]
@@ -301,6 +358,7 @@ async fn main() -> anyhow::Result<()> {
     let amqp = std::env::var("EVENTHOST_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let rounds = env_or("EVENTHOST_BENCH_ROUNDS", 3);
+    let only = std::env::var("EVENTHOST_BENCH_ONLY").ok();
     let events = env_or("EVENTHOST_BENCH_EVENTS", 3000);
     let scratch = ScratchDatabase::create(&server, "eventhost_bench").await?;
     let pool = eventhost::database::connect(&scratch.url, 16).await?;
@@ -331,6 +389,7 @@ async fn main() -> anyhow::Result<()> {
         let options: PgConnectOptions = scratch.url.parse()?;
         let pool = PgPoolOptions::new()
             .max_connections(limits.db_connections)
+            .test_before_acquire(false) // as the plugin pools
             .connect_with(options.options([("search_path", twin.schema())]))
             .await?;
         native.push(subscriber(
@@ -362,10 +421,18 @@ async fn main() -> anyhow::Result<()> {
     let (mut wasm_done, mut native_done) = (0i64, 0i64);
     for round in 0..rounds * 2 {
         let is_wasm = round % 2 == 0;
+        // EVENTHOST_BENCH_ONLY=wasm|native runs one kind, for profiling it alone.
+        if only
+            .as_deref()
+            .is_some_and(|k| k != if is_wasm { "wasm" } else { "native" })
+        {
+            continue;
+        }
         bench.register(&format!("r{round}"), events).await?;
         let subscribers = if is_wasm { &bench.wasm } else { &bench.native };
         let pipeline = bench.start(subscribers).await?;
         let started = Instant::now();
+        let (host_cpu, pg_cpu) = (cpu_seconds(None), cpu_seconds(Some("postgres")));
         let done = if is_wasm {
             &mut wasm_done
         } else {
@@ -374,9 +441,15 @@ async fn main() -> anyhow::Result<()> {
         *done += events as i64;
         bench.wait_rows(schemas(is_wasm), *done).await?;
         let rate = events as f64 / started.elapsed().as_secs_f64();
+        let per_event = |cpu: f64| 1e6 * cpu / events as f64;
+        let (host_cpu, pg_cpu) = (
+            per_event(cpu_seconds(None) - host_cpu),
+            per_event(cpu_seconds(Some("postgres")) - pg_cpu),
+        );
+        let per_delivery = bench.mean_handler_ms(&pipeline).await?;
         bench.stop(pipeline).await?;
         println!(
-            "  round {round}: {:<6} {rate:>7.0} events/s",
+            "  round {round}: {:<6} {rate:>7.0} events/s  cpu per event: host {host_cpu:.0} µs, postgres {pg_cpu:.0} µs  (mean per delivery: {per_delivery})",
             if is_wasm { "wasm" } else { "native" }
         );
         if is_wasm {

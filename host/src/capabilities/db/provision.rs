@@ -158,6 +158,9 @@ pub fn plugin_pool(
     PgPoolOptions::new()
         .max_connections(limits.db_connections)
         .min_connections(0)
+        // No ping before each use: it is a round trip per invocation, and a dead
+        // connection already fails the invocation cleanly (retried, never half-applied).
+        .test_before_acquire(false)
         .acquire_timeout(limits.wall_time.min(Duration::from_secs(30)))
         .idle_timeout(Duration::from_secs(300))
         .connect_lazy_with(connect_options(admin_options, id, limits))
