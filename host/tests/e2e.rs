@@ -419,3 +419,112 @@ async fn kill_9_in_the_middle_of_a_run_then_restart_loses_and_doubles_nothing() 
         .await;
     world.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_one_aggregate_are_handled_in_order_while_aggregates_run_concurrently() {
+    let world = ServeWorld::start(&["audit_log"]).await;
+    let http = reqwest::Client::new();
+    let mut users = Vec::new();
+    for i in 0..8 {
+        users.push(
+            world
+                .register(&format!("order-{i}@example.com"))
+                .await
+                .unwrap(),
+        );
+    }
+    // Each user's role changes in sequence, all users at once: interleaved in the outbox.
+    let mut changes = tokio::task::JoinSet::new();
+    for id in users.clone() {
+        let (http, auth) = (http.clone(), world.auth.clone());
+        changes.spawn(async move {
+            for n in 0..12 {
+                let url = format!("{auth}/auth/users/{id}/role");
+                let role = format!("role-{n}");
+                let response = http
+                    .post(url)
+                    .json(&json!({ "role": role }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        });
+    }
+    changes.join_all().await;
+    world
+        .wait_count(&format!("SELECT count(*) FROM {AUDIT}"), 8 * 13, WAIT)
+        .await;
+    for id in users {
+        let published: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT event_id FROM outbox_events WHERE aggregate_id = $1 ORDER BY seq",
+        )
+        .bind(id.to_string())
+        .fetch_all(&world.pool)
+        .await
+        .unwrap();
+        let handled: Vec<Uuid> = sqlx::query_scalar(&format!(
+            "SELECT event_id FROM {AUDIT} WHERE aggregate_id = $1 ORDER BY seq"
+        ))
+        .bind(id.to_string())
+        .fetch_all(&world.pool)
+        .await
+        .unwrap();
+        assert_eq!(published.len(), 13);
+        assert_eq!(handled, published, "user {id}: handled out of outbox order");
+    }
+    world.finish().await;
+}
+
+/// A valid component with different bytes: the original plus a custom section.
+fn with_custom_section(mut wasm: Vec<u8>, note: &str) -> Vec<u8> {
+    let mut payload = vec![4u8];
+    payload.extend_from_slice(b"note");
+    payload.extend_from_slice(note.as_bytes());
+    assert!(payload.len() < 128, "one-byte LEB128 length");
+    wasm.push(0); // custom section id
+    wasm.push(payload.len() as u8);
+    wasm.extend(payload);
+    wasm
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_dropped_in_takes_over_without_a_restart() {
+    let world = ServeWorld::start(&["audit_log"]).await;
+    let (_, before) = world.get("/admin/plugins").await;
+    let old = before["plugins"][0]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = world.plugin_dir().join("audit_log.wasm");
+    let next = with_custom_section(std::fs::read(&file).unwrap(), "v2");
+    let staged = world.plugin_dir().join(".audit_log.wasm.tmp");
+    std::fs::write(&staged, next).unwrap();
+    std::fs::rename(&staged, &file).unwrap();
+    let mut now = Value::Null;
+    for _ in 0..100 {
+        let (_, admin) = world.get("/admin/plugins").await;
+        now = admin["plugins"][0].clone();
+        if now["version"] != old.as_str() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(now["version"], old.as_str(), "{now}");
+    assert_eq!(now["state"], "serving");
+    let id = world.register("carol@example.com").await.unwrap();
+    world
+        .wait_count(
+            &format!("SELECT count(*) FROM {AUDIT} WHERE aggregate_id = '{id}'"),
+            1,
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        world
+            .metric("eventhost_plugin_reload_failures_total", "audit-log")
+            .await,
+        0.0
+    );
+    world.finish().await;
+}
