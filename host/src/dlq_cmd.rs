@@ -63,7 +63,7 @@ pub async fn replay(
     all: bool,
     ids: &[String],
 ) -> Result<ExitCode> {
-    if all == !ids.is_empty() {
+    if all != ids.is_empty() {
         anyhow::bail!("say what to replay: --all, or one or more --id EVENT_ID");
     }
     let (connection, name, queues) = open(args, plugin).await?;

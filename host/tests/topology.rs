@@ -6,10 +6,7 @@ mod common;
 
 use eventhost::broker::topology::{declare_plugin, PluginQueues};
 use eventhost::broker::{declare_exchange, BrokerError};
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
-    QueueDeleteOptions,
-};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::time::Duration;
 
@@ -97,22 +94,7 @@ impl World {
 
     async fn stop(self, queues: &[&PluginQueues]) {
         let channel = self.connection.create_channel().await.unwrap();
-        for q in queues {
-            let names = [q.main.clone(), q.dead.clone()]
-                .into_iter()
-                .chain(q.retries.iter().map(|r| r.1.clone()));
-            for name in names {
-                let _ = channel
-                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-        }
-        let _ = channel
-            .exchange_delete(
-                self.exchange.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
+        common::delete_topology(&channel, &self.exchange, queues).await;
         let _ = self.connection.close(200, "done".into()).await;
     }
 }

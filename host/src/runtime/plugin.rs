@@ -188,6 +188,20 @@ fn check_pattern(pattern: &str) -> Result<(), LoadError> {
     Ok(())
 }
 
+impl Plugin {
+    /// Runs a read-only query as the plugin's role (on its schema) and returns the rows as
+    /// JSON objects, as PostgreSQL's `to_json` renders each column. For tests and fixtures.
+    pub async fn query_json(&self, sql: &str) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::Executor::execute(&mut *tx, "SET TRANSACTION READ ONLY").await?;
+        let wrapped = format!("SELECT coalesce(json_agg(t), '[]'::json) FROM ({sql}) AS t");
+        let rows: sqlx::types::Json<Vec<serde_json::Value>> =
+            sqlx::query_scalar(&wrapped).fetch_one(&mut *tx).await?;
+        tx.rollback().await?;
+        Ok(rows.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,19 +225,5 @@ mod tests {
         assert!(PluginName::parse("User").is_err());
         assert!(PluginName::parse("../etc").is_err());
         assert!(PluginName::parse("").is_err());
-    }
-}
-
-impl Plugin {
-    /// Runs a read-only query as the plugin's role (on its schema) and returns the rows as
-    /// JSON objects, as PostgreSQL's `to_json` renders each column. For tests and fixtures.
-    pub async fn query_json(&self, sql: &str) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::Executor::execute(&mut *tx, "SET TRANSACTION READ ONLY").await?;
-        let wrapped = format!("SELECT coalesce(json_agg(t), '[]'::json) FROM ({sql}) AS t");
-        let rows: sqlx::types::Json<Vec<serde_json::Value>> =
-            sqlx::query_scalar(&wrapped).fetch_one(&mut *tx).await?;
-        tx.rollback().await?;
-        Ok(rows.0)
     }
 }

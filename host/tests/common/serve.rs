@@ -4,8 +4,8 @@
 
 use super::outbox::amqp_url;
 use super::{plugin_path, server_url};
+use eventhost::broker::topology::PluginQueues;
 use eventhost::fixtures::ScratchDatabase;
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -314,22 +314,14 @@ listen = "127.0.0.1:{auth_port}"
         }
         if let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
             if let Ok(channel) = conn.create_channel().await {
-                for plugin in &self.plugins {
-                    let main = format!("{}.{plugin}", self.prefix);
-                    let mut queues = vec![main.clone(), format!("{main}.dead")];
-                    queues.extend(["200ms", "400ms"].map(|d| format!("{main}.retry.{d}")));
-                    for queue in queues {
-                        let _ = channel
-                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                }
-                let _ = channel
-                    .exchange_delete(
-                        self.exchange.as_str().into(),
-                        ExchangeDeleteOptions::default(),
-                    )
-                    .await;
+                let delays = [Duration::from_millis(200), Duration::from_millis(400)];
+                let queues: Vec<PluginQueues> = self
+                    .plugins
+                    .iter()
+                    .map(|plugin| PluginQueues::new(&self.prefix, plugin, &delays))
+                    .collect();
+                let queues: Vec<&PluginQueues> = queues.iter().collect();
+                super::delete_topology(&channel, &self.exchange, &queues).await;
             }
             let _ = conn.close(200, "done".into()).await;
         }
