@@ -528,3 +528,49 @@ async fn a_new_version_dropped_in_takes_over_without_a_restart() {
     );
     world.finish().await;
 }
+
+#[test]
+fn serve_documents_its_flags_and_a_bad_value_names_its_field() {
+    let bin = common::serve::binary();
+    let help = std::process::Command::new(bin)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--plugin-dir",
+        "EVENTHOST_PLUGIN_DIR",
+        "--listen",
+        "--amqp-url",
+        "AMQP_URL",
+        "DATABASE_URL",
+        "--config",
+    ] {
+        assert!(
+            help.contains(flag),
+            "{flag} missing from serve --help:\n{help}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[consumer]\nconcurrency = 0\n").unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("consumer.concurrency"), "{stderr}");
+    std::fs::write(&config, "[consumer]\nretry_delays = [\"soon\"]\n").unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && stderr.contains("retry_delays"),
+        "{stderr}"
+    );
+}
