@@ -186,7 +186,6 @@ impl Bench {
         let metrics = Metrics::default();
         let settings = consumer::Settings {
             broker: broker.clone(),
-            exchange: exchange.clone(),
             config: config.clone(),
             metrics: metrics.clone(),
             pool: self.pool.clone(),

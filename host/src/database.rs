@@ -33,6 +33,15 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, Database
         .map_err(|source| DatabaseError::Connect { target, source })
 }
 
+/// True when PostgreSQL answers a trivial query within 2 s.
+pub async fn reachable(pool: &PgPool) -> bool {
+    let ping = sqlx::query("SELECT 1").execute(pool);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), ping).await,
+        Ok(Ok(_))
+    )
+}
+
 pub async fn migrate(pool: &PgPool) -> Result<(), DatabaseError> {
     MIGRATOR.run(pool).await?;
     Ok(())

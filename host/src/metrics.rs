@@ -42,6 +42,12 @@ struct Inner {
     relay_failed: Counter,
 }
 
+fn label(plugin: &str) -> PluginLabel {
+    PluginLabel {
+        plugin: plugin.to_string(),
+    }
+}
+
 fn handler_buckets() -> Histogram {
     // 0.5 ms to ~4 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 14))
@@ -156,9 +162,7 @@ impl Metrics {
     }
 
     pub fn record(&self, plugin: &str, disposition: Disposition, elapsed: Option<Duration>) {
-        let label = PluginLabel {
-            plugin: plugin.to_string(),
-        };
+        let label = label(plugin);
         self.family(disposition).get_or_create(&label).inc();
         if let Some(elapsed) = elapsed {
             self.inner
@@ -169,19 +173,8 @@ impl Metrics {
     }
 
     pub fn reload_failed(&self, plugin: &str) {
-        let label = PluginLabel {
-            plugin: plugin.to_string(),
-        };
+        let label = label(plugin);
         self.inner.reload_failures.get_or_create(&label).inc();
-    }
-
-    /// A counter's current value, for tests and the admin API.
-    pub fn count(&self, plugin: &str, disposition: Disposition) -> u64 {
-        let label = PluginLabel {
-            plugin: plugin.to_string(),
-        };
-        let family = self.family(disposition);
-        family.get(&label).map(|c| c.get()).unwrap_or(0)
     }
 
     /// Prometheus text exposition. Refreshes the outbox gauges from PostgreSQL first (a

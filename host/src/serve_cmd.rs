@@ -195,7 +195,6 @@ async fn run(config: Config) -> Result<ExitCode> {
     if config.consumer.enabled {
         let settings = consumer::Settings {
             broker: config.broker.clone(),
-            exchange: config.broker.exchange.clone(),
             config: config.consumer.clone(),
             metrics: metrics.clone(),
             pool: pool.clone(),
@@ -213,12 +212,7 @@ async fn run(config: Config) -> Result<ExitCode> {
     if config.relay.enabled {
         // Events published before a plugin's queue is bound would reach no queue: the
         // relay starts once the plugins loaded at start-up are consuming.
-        let names: Vec<String> = plugins
-            .registry
-            .statuses()
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
+        let names = plugins.registry.names();
         if config.consumer.enabled && !consuming.wait_for(&names, Duration::from_secs(60)).await {
             tracing::warn!(plugins = ?names, "plugin queues not bound after 60s; starting the relay anyway");
         }

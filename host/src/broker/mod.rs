@@ -90,11 +90,8 @@ pub async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), B
         })
 }
 
-/// A channel in confirm mode with the exchange declared: ready to publish.
-pub async fn publisher_channel(
-    connection: &Connection,
-    exchange: &str,
-) -> Result<Channel, BrokerError> {
+/// A new channel in confirm mode: every publish on it is acked or nacked by the broker.
+pub async fn confirm_channel(connection: &Connection) -> Result<Channel, BrokerError> {
     let channel = connection
         .create_channel()
         .await
@@ -103,6 +100,15 @@ pub async fn publisher_channel(
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(BrokerError::Channel)?;
+    Ok(channel)
+}
+
+/// A channel in confirm mode with the exchange declared: ready to publish.
+pub async fn publisher_channel(
+    connection: &Connection,
+    exchange: &str,
+) -> Result<Channel, BrokerError> {
+    let channel = confirm_channel(connection).await?;
     declare_exchange(&channel, exchange).await?;
     Ok(channel)
 }

@@ -6,7 +6,8 @@
 use super::delivery::publish_confirmed;
 use super::headers;
 use crate::broker::topology::PluginQueues;
-use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use crate::broker::{self, BrokerError};
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use serde::Serialize;
@@ -23,8 +24,8 @@ pub struct DeadLetter {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
-    #[error("cannot open a channel: {0}")]
-    Channel(lapin::Error),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
     #[error("dead-letter queue {queue} not found (has plugin {plugin} ever run on this broker?): {source}")]
     NoQueue {
         queue: String,
@@ -92,14 +93,7 @@ async fn walk<F>(
 where
     F: AsyncFnMut(&Channel, &lapin::message::Delivery, DeadLetter) -> Result<bool, DeadLetterError>,
 {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(DeadLetterError::Channel)?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(DeadLetterError::Channel)?;
+    let channel = broker::confirm_channel(connection).await?;
     let depth = depth(&channel, &queues.dead, plugin).await?;
     let result = async {
         for _ in 0..depth {

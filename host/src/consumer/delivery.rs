@@ -32,9 +32,9 @@ pub struct Context {
 }
 
 /// Where a delivery goes once the plugin is done with it.
-#[derive(Debug, PartialEq)]
 enum Verdict {
-    Ack(Disposition),
+    /// Handled or a duplicate: counted already, nothing to forward.
+    Ack,
     Retry {
         attempts: u32,
         error: String,
@@ -93,12 +93,12 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
             Outcome::Ok => {
                 ctx.metrics
                     .record(&ctx.plugin, Disposition::Handled, elapsed);
-                Verdict::Ack(Disposition::Handled)
+                Verdict::Ack
             }
             Outcome::Duplicate => {
                 ctx.metrics
                     .record(&ctx.plugin, Disposition::Duplicate, elapsed);
-                Verdict::Ack(Disposition::Duplicate)
+                Verdict::Ack
             }
             Outcome::Permanent(error) => Verdict::Dead {
                 attempts,
@@ -106,7 +106,9 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
             },
             // PostgreSQL being down is not the event's fault: wait for it instead of
             // burning the event's attempts.
-            Outcome::Aborted(Abort::Host(error)) if !database_reachable(&ctx.pool).await => {
+            Outcome::Aborted(Abort::Host(error))
+                if !crate::database::reachable(&ctx.pool).await =>
+            {
                 tracing::warn!(%error, "PostgreSQL unreachable; holding the delivery until it is back");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next()) => continue,
@@ -128,17 +130,9 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
     }
 }
 
-async fn database_reachable(pool: &PgPool) -> bool {
-    let ping = sqlx::query("SELECT 1").execute(pool);
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), ping).await,
-        Ok(Ok(_))
-    )
-}
-
 async fn settle(ctx: &Context, delivery: Delivery, verdict: Verdict) {
     let forward = match &verdict {
-        Verdict::Ack(_) => None,
+        Verdict::Ack => None,
         Verdict::Requeue => {
             nack(&delivery).await;
             return;

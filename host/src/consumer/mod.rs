@@ -90,8 +90,8 @@ impl Consuming {
 }
 
 pub struct Settings {
+    /// Where to connect, and the events exchange the plugin queues bind to.
     pub broker: BrokerConfig,
-    pub exchange: String,
     pub config: ConsumerConfig,
     pub metrics: Metrics,
     pub pool: PgPool,
@@ -140,7 +140,7 @@ impl Consumer {
                     .create_channel()
                     .await
                     .map_err(broker::BrokerError::Channel)?;
-                broker::declare_exchange(&channel, &self.settings.exchange).await?;
+                broker::declare_exchange(&channel, &self.settings.broker.exchange).await?;
                 let _ = channel.close(200, "declared".into()).await;
                 Ok::<_, broker::BrokerError>(connection)
             };

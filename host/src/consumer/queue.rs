@@ -7,10 +7,9 @@ use super::delivery::{self, Context};
 use super::lanes::Lanes;
 use super::{bindings, Settings, Subscriber};
 use crate::broker::topology::PluginQueues;
+use crate::broker::{self, BrokerError};
 use futures_lite::StreamExt;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
 use std::sync::Arc;
@@ -18,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
-    #[error("cannot open a channel: {0}")]
-    Channel(lapin::Error),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("cannot set the prefetch of {queue}: {source}")]
+    Prefetch { queue: String, source: lapin::Error },
     #[error(transparent)]
     Bindings(#[from] bindings::BindingError),
     #[error("cannot consume from {queue}: {source}")]
@@ -36,22 +37,18 @@ pub async fn consume(
 ) -> Result<(), ConsumeError> {
     let config = &settings.config;
     let queues = PluginQueues::new(&config.queue_prefix, &subscriber.name, &config.retry_delays);
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(ConsumeError::Channel)?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(ConsumeError::Channel)?;
+    let channel = broker::confirm_channel(connection).await?;
     channel
         .basic_qos(config.prefetch, BasicQosOptions::default())
         .await
-        .map_err(ConsumeError::Channel)?;
+        .map_err(|source| ConsumeError::Prefetch {
+            queue: queues.main.clone(),
+            source,
+        })?;
     bindings::apply(
         &channel,
         &settings.pool,
-        &settings.exchange,
+        &settings.broker.exchange,
         &queues,
         config.quorum_queues,
         &subscriber.subscriptions,

@@ -106,12 +106,9 @@ impl Registry {
         self.read().values().map(|slot| slot.status()).collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// The loaded plugins' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().map(|name| name.to_string()).collect()
     }
 
     /// The plugins and their subscriptions, updated whenever either changes.

@@ -16,7 +16,6 @@ use serde_json::json;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Notify;
 
 pub struct ApiState {
@@ -58,21 +57,12 @@ async fn healthz() -> &'static str {
 /// were loaded and each is consuming from its bound queue. 503 with the failing checks
 /// otherwise.
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
-    let ping = sqlx::query("SELECT 1").execute(&state.pool);
-    let database = matches!(
-        tokio::time::timeout(Duration::from_secs(2), ping).await,
-        Ok(Ok(_))
-    );
+    let database = crate::database::reachable(&state.pool).await;
     let broker = state
         .consumer
         .as_ref()
         .is_none_or(|(connected, _)| connected.load(Ordering::Relaxed));
-    let names: Vec<String> = state
-        .registry
-        .statuses()
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    let names = state.registry.names();
     let consuming = state
         .consumer
         .as_ref()
@@ -87,7 +77,7 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     let body = json!({
         "ready": ready,
         "checks": { "postgresql": database, "rabbitmq": broker, "plugins": plugins },
-        "plugins_loaded": state.registry.len(),
+        "plugins_loaded": names.len(),
     });
     (status, Json(body)).into_response()
 }
