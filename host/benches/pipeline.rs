@@ -367,7 +367,6 @@ async fn main() -> anyhow::Result<()> {
         limits: limits.clone(),
         auth: Default::default(),
         admin_pool: pool.clone(),
-        role_secret: scratch.url.clone(),
     })?;
     let registry = Registry::default();
     let mut native = Vec::new();

@@ -157,7 +157,6 @@ async fn load_plugins(
         limits: config.limits.clone(),
         auth: config.auth.clone(),
         admin_pool: pool.clone(),
-        role_secret: config.database_url.clone(),
     })?;
     let dir = &config.consumer.plugin_dir;
     let mut watcher = Watcher::new(runtime, plugins.registry.clone(), metrics.clone(), dir);

@@ -7,7 +7,7 @@ pub mod db;
 pub mod log;
 
 use crate::runtime::bindings::log::Level;
-use crate::runtime::limits::InvocationLimiter;
+use crate::runtime::limits::{CpuClock, InvocationLimiter};
 use crate::runtime::PluginName;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -19,8 +19,9 @@ pub struct HostState {
     pub db: db::DbSession,
     pub auth: auth::AuthLookup,
     pub limiter: InvocationLimiter,
-    /// Epoch ticks the plugin's code has run for (see `Limits::cpu_time`).
-    pub cpu_ticks: u64,
+    /// Time the plugin's code has run for (see `Limits::cpu_time`).
+    pub cpu: CpuClock,
+    pub log: log::LogBudget,
     /// What the plugin logged, kept for `plugin invoke` / fixtures (bounded).
     pub logs: Vec<(Level, String)>,
     /// WASI is linked because every `wasm32-wasip2` std guest imports it, but the context
@@ -37,6 +38,7 @@ impl HostState {
         db: db::DbSession,
         auth: auth::AuthLookup,
         limiter: InvocationLimiter,
+        log: log::LogBudget,
     ) -> Self {
         Self {
             plugin,
@@ -44,7 +46,8 @@ impl HostState {
             db,
             auth,
             limiter,
-            cpu_ticks: 0,
+            cpu: CpuClock::default(),
+            log,
             logs: Vec::new(),
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),

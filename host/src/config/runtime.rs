@@ -3,20 +3,27 @@
 use serde::Deserialize;
 use std::time::Duration;
 
-/// What one invocation of a plugin (one event, or one read) may use.
+/// What one invocation of a plugin (one event, or one read) may use, and each plugin's
+/// share of the host. The README's sandbox table lists every field with its default.
 ///
-/// Every limit is per invocation and enforced by the host, not by the plugin:
-/// * `cpu_time`: time spent running the plugin's WebAssembly code, counted in epoch
-///   ticks of `epoch_tick` (so measured to within one tick); an endless loop is
-///   trapped when it runs out.
-/// * `wall_time`: the whole invocation from instantiation to commit, including time the
-///   plugin waits on host calls (queries, auth lookups). At expiry the invocation is
-///   abandoned, its transaction rolled back and its database session terminated, so a
-///   plugin that lifts its own `statement_timeout` still cannot outlive it.
-/// * `memory`: the largest linear memory a plugin instance may grow to, in bytes.
-/// * `table_elements`: the largest table (function references) an instance may have.
-/// * `statement_timeout`: PostgreSQL's `statement_timeout` for the plugin's session;
-///   a first line of defence, since the plugin may change it; `wall_time` is the bound.
+/// Every limit is enforced by the host, not by the plugin:
+/// * `cpu_time`: time spent running the plugin's WebAssembly code only (host calls and
+///   waits are not counted), checked at every epoch tick of `epoch_tick`.
+/// * `wall_time`: the whole invocation from instantiation to commit, host calls included.
+///   At expiry the invocation is abandoned, its transaction rolled back and its database
+///   session terminated, so a plugin that lifts its own `statement_timeout` still cannot
+///   outlive it.
+/// * `memory` / `table_elements`: the largest linear memory and table of an instance.
+/// * `statement_timeout`, `db_work_mem_kib`: the plugin session's PostgreSQL settings,
+///   set at connection start and restored after every invocation.
+/// * `db_max_rows` / `db_max_result_bytes`: what one `db.query` may return; the rows are
+///   streamed from PostgreSQL and the statement fails as soon as either is passed.
+/// * `log_messages` / `log_message_bytes`, `reason_bytes`, `max_subscriptions`,
+///   `read_body_bytes` / `read_headers` / `read_header_bytes`: what a plugin may hand back.
+/// * `deliveries_per_plugin` / `reads_per_plugin`: instances of one plugin running at
+///   once, per kind of work; each plugin's share (plus one for loading) is reserved from
+///   `max_instances` when it loads.
+/// * `db_connections` / `db_read_connections`: each plugin's own pools, one per kind.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -32,8 +39,26 @@ pub struct Limits {
     pub epoch_tick: Duration,
     /// Plugin instances alive at once across the host (the pooling allocator's slots).
     pub max_instances: u32,
-    /// PostgreSQL connections per plugin; also the plugin role's connection limit.
+    /// Deliveries (and `plugin invoke` / fixture events) of one plugin running at once.
+    pub deliveries_per_plugin: u32,
+    /// HTTP reads of one plugin running at once; more wait up to `wall_time`, then 503.
+    pub reads_per_plugin: u32,
+    /// PostgreSQL connections per plugin for deliveries.
     pub db_connections: u32,
+    /// PostgreSQL connections per plugin for reads.
+    pub db_read_connections: u32,
+    /// PostgreSQL `work_mem` of plugin sessions, in KiB.
+    pub db_work_mem_kib: u32,
+    pub db_max_rows: usize,
+    pub db_max_result_bytes: usize,
+    pub log_messages: usize,
+    pub log_message_bytes: usize,
+    pub reason_bytes: usize,
+    pub max_subscriptions: usize,
+    pub read_body_bytes: usize,
+    pub read_headers: usize,
+    /// Name plus value of one header of a read's answer.
+    pub read_header_bytes: usize,
 }
 
 impl Default for Limits {
@@ -45,8 +70,21 @@ impl Default for Limits {
             table_elements: 20_000,
             statement_timeout: Duration::from_secs(5),
             epoch_tick: Duration::from_millis(5),
-            max_instances: 256,
+            max_instances: 512,
+            deliveries_per_plugin: 8,
+            reads_per_plugin: 16,
             db_connections: 4,
+            db_read_connections: 4,
+            db_work_mem_kib: 4096,
+            db_max_rows: 10_000,
+            db_max_result_bytes: 8 << 20,
+            log_messages: 1000,
+            log_message_bytes: 8 << 10,
+            reason_bytes: 4 << 10,
+            max_subscriptions: 100,
+            read_body_bytes: 4 << 20,
+            read_headers: 64,
+            read_header_bytes: 8 << 10,
         }
     }
 }
@@ -64,6 +102,10 @@ impl Limits {
             if value.is_zero() {
                 return Err(format!("limits.{field} must be greater than zero"));
             }
+            // PostgreSQL takes timeouts in milliseconds as a 32-bit integer.
+            if value.as_millis() > i32::MAX as u128 {
+                return Err(format!("limits.{field} must be at most {} ms", i32::MAX));
+            }
         }
         if self.epoch_tick > self.cpu_time {
             return Err("limits.epoch_tick must not exceed limits.cpu_time".into());
@@ -73,15 +115,50 @@ impl Limits {
                 "limits.memory must be at least 1 MiB (a Rust plugin needs about 1.1 MiB)".into(),
             );
         }
-        if self.max_instances == 0 || self.db_connections == 0 {
-            return Err("limits.max_instances and limits.db_connections must be at least 1".into());
+        let at_least_one = [
+            ("max_instances", self.max_instances as usize),
+            ("deliveries_per_plugin", self.deliveries_per_plugin as usize),
+            ("reads_per_plugin", self.reads_per_plugin as usize),
+            ("db_connections", self.db_connections as usize),
+            ("db_read_connections", self.db_read_connections as usize),
+            ("db_max_rows", self.db_max_rows),
+            ("db_max_result_bytes", self.db_max_result_bytes),
+            ("log_message_bytes", self.log_message_bytes),
+            ("reason_bytes", self.reason_bytes),
+            ("max_subscriptions", self.max_subscriptions),
+            ("read_header_bytes", self.read_header_bytes),
+        ];
+        for (field, value) in at_least_one {
+            if value == 0 {
+                return Err(format!("limits.{field} must be at least 1"));
+            }
+        }
+        if self.db_work_mem_kib < 64 {
+            return Err("limits.db_work_mem_kib must be at least 64 (PostgreSQL's minimum)".into());
+        }
+        if self.plugin_share() > self.max_instances {
+            return Err(format!(
+                "limits.max_instances ({}) must hold at least one plugin's share (deliveries_per_plugin + reads_per_plugin + 1 = {})",
+                self.max_instances,
+                self.plugin_share()
+            ));
         }
         Ok(())
     }
 
-    /// The CPU budget in epoch ticks (at least one).
-    pub fn cpu_ticks(&self) -> u64 {
-        (self.cpu_time.as_micros() / self.epoch_tick.as_micros().max(1)).max(1) as u64
+    /// Instance slots reserved for each loaded plugin: its deliveries, its reads, and one
+    /// for loading a new version of it.
+    pub fn plugin_share(&self) -> u32 {
+        self.deliveries_per_plugin
+            .saturating_add(self.reads_per_plugin)
+            .saturating_add(1)
+    }
+
+    /// The plugin role's `CONNECTION LIMIT`: both pools, plus one for its migrations.
+    pub fn role_connection_limit(&self) -> u32 {
+        self.db_connections
+            .saturating_add(self.db_read_connections)
+            .saturating_add(1)
     }
 }
 

@@ -104,6 +104,14 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
                 attempts,
                 error: format!("permanent: {error}"),
             },
+            // No room in the host right now is not the event's fault either.
+            Outcome::Aborted(Abort::Capacity(error)) => {
+                tracing::warn!(%error, "no capacity for the delivery; holding it until there is");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next()) => continue,
+                    _ = ctx.shutdown.cancelled() => Verdict::Requeue,
+                }
+            }
             // PostgreSQL being down is not the event's fault: wait for it instead of
             // burning the event's attempts.
             Outcome::Aborted(Abort::Host(error))

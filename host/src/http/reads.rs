@@ -55,6 +55,7 @@ pub async fn read(
         Err(outcome @ (Outcome::Aborted(_) | Outcome::Retryable(_))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, outcome.to_string())
         }
-        Err(outcome) => error(StatusCode::INTERNAL_SERVER_ERROR, outcome.to_string()),
+        // The plugin's answer was refused (over a limit) or it broke a sandbox rule.
+        Err(outcome) => error(StatusCode::BAD_GATEWAY, outcome.to_string()),
     }
 }

@@ -3,14 +3,16 @@
 
 use super::bindings::{log::Level, reader, types};
 use super::limits::{InvocationLimiter, LimitExceeded};
+use super::share::Work;
 use super::{Abort, Outcome, Plugin};
-use crate::capabilities::db::DbSession;
+use crate::capabilities::db::{DbSession, ResultCaps};
+use crate::capabilities::log::{truncate, LogBudget};
 use crate::capabilities::HostState;
 use crate::event::Event;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 use wasmtime::component::Instance;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{CallHook, Store, Trap, UpdateDeadline};
 
 /// What happened to one event.
 #[derive(Debug)]
@@ -53,10 +55,13 @@ impl Plugin {
         let span = tracing::info_span!("handle", plugin = %self.name, event_id = %event.id, routing_key = %event.event_type);
         let wit_event = types::Event::from(event);
         let started = Instant::now();
-        let mut store = self.new_store(Some(event.id.to_string()));
+        // Waiting for room in the plugin's own share is not part of the invocation.
+        let _permit = self.share.enter(Work::Delivery).instrument(span.clone()).await;
+        let mut store = self.new_store(Work::Delivery, Some(event.id.to_string()));
         let result = self
             .run(
                 &mut store,
+                Strict::Yes,
                 |r: &Option<Result<(), types::HandlerError>>| matches!(r, Some(Ok(()))),
                 async |store, instance| {
                     if inbox {
@@ -75,11 +80,12 @@ impl Plugin {
             )
             .instrument(span.clone())
             .await;
+        let max = self.runtime.inner.limits.reason_bytes;
         let outcome = match result {
             Ok(None) => Outcome::Duplicate,
             Ok(Some(Ok(()))) => Outcome::Ok,
-            Ok(Some(Err(types::HandlerError::Retryable(r)))) => Outcome::Retryable(r),
-            Ok(Some(Err(types::HandlerError::Permanent(r)))) => Outcome::Permanent(r),
+            Ok(Some(Err(types::HandlerError::Retryable(r)))) => Outcome::Retryable(truncate(r, max)),
+            Ok(Some(Err(types::HandlerError::Permanent(r)))) => Outcome::Permanent(truncate(r, max)),
             Err(aborted) => aborted,
         };
         let elapsed = started.elapsed();
@@ -91,7 +97,7 @@ impl Plugin {
         Invocation {
             outcome,
             elapsed,
-            logs: std::mem::take(&mut store.data_mut().logs),
+            logs: take_logs(&mut store),
         }
     }
 
@@ -110,11 +116,21 @@ impl Plugin {
             path: request.path,
             query: request.query,
         };
-        let mut store = self.new_store(None);
+        let wall = self.runtime.inner.limits.wall_time;
+        let Ok(_permit) = tokio::time::timeout(wall, self.share.enter(Work::Read)).await else {
+            let busy = Abort::Capacity(format!(
+                "plugin {} is running limits.reads_per_plugin ({}) reads and none finished within {wall:?}",
+                self.name, self.runtime.inner.limits.reads_per_plugin
+            ));
+            return (Err(Outcome::Aborted(busy)), Vec::new());
+        };
+        let mut store = self.new_store(Work::Read, None);
+        let limits = &self.runtime.inner.limits;
         let result = self
             .run(
                 &mut store,
-                |r: &reader::Response| r.status < 500,
+                Strict::No,
+                |r: &reader::Response| r.status < 500 && answer_fits(r, limits).is_ok(),
                 async |store, instance| {
                     let reader = indices.load(&mut *store, &instance)?;
                     reader.call_read(&mut *store, &wit_request).await
@@ -122,21 +138,27 @@ impl Plugin {
             )
             .instrument(span)
             .await;
-        let response = result.map(|r| ReadResponse {
-            status: r.status,
-            headers: r.headers,
-            body: r.body,
+        let response = result.and_then(|r| {
+            // An answer over the limits was rolled back above; it does not leave the host.
+            answer_fits(&r, limits).map_err(|e| Outcome::Permanent(e))?;
+            Ok(ReadResponse {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            })
         });
-        (response, std::mem::take(&mut store.data_mut().logs))
+        (response, take_logs(&mut store))
     }
 
     /// Asks the plugin for its subscriptions and migrations (at load; nothing is committed).
     pub(super) async fn describe(
         &self,
     ) -> Result<(Vec<String>, Vec<super::bindings::migrations::Migration>), Outcome> {
-        let mut store = self.new_store(None);
+        let _permit = self.share.enter(Work::Load).await;
+        let mut store = self.new_store(Work::Load, None);
         self.run(
             &mut store,
+            Strict::No,
             |_| false,
             async |store, instance| {
                 let handler = self.handler.load(&mut *store, &instance)?;
@@ -151,35 +173,52 @@ impl Plugin {
         .await
     }
 
-    fn new_store(&self, event_id: Option<String>) -> Store<HostState> {
+    fn new_store(&self, work: Work, event_id: Option<String>) -> Store<HostState> {
         let shared = &self.runtime.inner;
         let limits = &shared.limits;
-        let db = DbSession::new(self.pool.clone(), shared.admin_pool.clone());
+        let caps = ResultCaps {
+            max_rows: limits.db_max_rows,
+            max_bytes: limits.db_max_result_bytes,
+        };
+        let db = DbSession::new(
+            self.pool(work).clone(),
+            shared.admin_pool.clone(),
+            self.identity.role.clone(),
+            caps,
+        );
         let limiter = InvocationLimiter {
             memory: limits.memory,
             table_elements: limits.table_elements,
         };
+        let log = LogBudget::new(limits.log_messages, limits.log_message_bytes);
         let state = HostState::new(
             self.name.clone(),
             event_id,
             db,
             shared.auth.clone(),
             limiter,
+            log,
         );
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limiter);
-        // Every tick that finds the plugin's code running counts against its CPU budget and
-        // yields to the scheduler, so a busy plugin never holds an executor thread for long
-        // and the wall-clock timeout below can fire even in an endless loop.
-        let budget = limits.cpu_ticks();
-        store.epoch_deadline_callback(move |mut ctx| {
-            let state = ctx.data_mut();
-            state.cpu_ticks += 1;
-            if state.cpu_ticks >= budget {
-                return Err(LimitExceeded::CpuTime {
-                    ticks: state.cpu_ticks,
-                }
-                .into());
+        // The CPU clock runs only while WebAssembly does: every host call (and the epoch
+        // check below, during which the invocation may yield) stops it.
+        store.call_hook(|mut ctx, hook| {
+            let cpu = &mut ctx.data_mut().cpu;
+            match hook {
+                CallHook::CallingWasm | CallHook::ReturningFromHost => cpu.enter_wasm(),
+                CallHook::CallingHost | CallHook::ReturningFromWasm => cpu.leave_wasm(),
+            }
+            Ok(())
+        });
+        // Every tick checks the CPU budget and yields to the scheduler, so a busy plugin
+        // never holds an executor thread for long and the wall-clock timeout below can
+        // fire even in an endless loop.
+        let limit = limits.cpu_time;
+        store.epoch_deadline_callback(move |ctx| {
+            let used = ctx.data().cpu.used();
+            if used >= limit {
+                return Err(LimitExceeded::CpuTime { used, limit }.into());
             }
             Ok(UpdateDeadline::Yield(1))
         });
@@ -188,10 +227,14 @@ impl Plugin {
     }
 
     /// Instantiates, calls, and commits when `commit_if` approves the result, all within
-    /// the wall-clock deadline. Any other end rolls back.
+    /// the wall-clock deadline. Any other end rolls back. A sandbox violation fails the
+    /// invocation whatever the plugin returned; under [`Strict::Yes`] so does a success
+    /// claimed after a failed statement (PostgreSQL aborted the transaction, so nothing of
+    /// it could commit).
     async fn run<R>(
         &self,
         store: &mut Store<HostState>,
+        strict: Strict,
         commit_if: impl FnOnce(&R) -> bool,
         call: impl AsyncFnOnce(&mut Store<HostState>, Instance) -> wasmtime::Result<R>,
     ) -> Result<R, Outcome> {
@@ -200,7 +243,18 @@ impl Plugin {
             let instance = self.pre.instantiate_async(&mut *store).await?;
             let result = call(&mut *store, instance).await?;
             let db = &mut store.data_mut().db;
-            if commit_if(&result) {
+            if let Some(violation) = db.violation() {
+                return Err(wasmtime::Error::new(Violation(violation.to_string())));
+            }
+            let commit = commit_if(&result);
+            if commit && db.aborted() {
+                db.rollback().await.map_err(|e| Commit(e.to_string()))?;
+                if strict == Strict::Yes {
+                    return Err(wasmtime::Error::new(Commit(
+                        "the plugin reported success after a statement failed; PostgreSQL had aborted its transaction, so nothing was committed".into(),
+                    )));
+                }
+            } else if commit {
                 db.commit().await.map_err(|e| Commit(e.to_string()))?;
             } else {
                 db.rollback().await.map_err(|e| Commit(e.to_string()))?;
@@ -211,7 +265,7 @@ impl Plugin {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(error)) => {
                 let _ = store.data_mut().db.rollback().await;
-                Err(classify(error))
+                Err(classify(error, self.runtime.inner.limits.reason_bytes))
             }
             Err(_) => {
                 store.data_mut().db.abandon();
@@ -227,9 +281,67 @@ impl Plugin {
 #[error("commit failed: {0}")]
 struct Commit(String);
 
-fn classify(error: wasmtime::Error) -> Outcome {
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Violation(String);
+
+/// Whether a claimed success over an aborted transaction is an error (deliveries) or
+/// merely commits nothing (reads, loads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strict {
+    Yes,
+    No,
+}
+
+fn take_logs(store: &mut Store<HostState>) -> Vec<(Level, String)> {
+    let state = store.data_mut();
+    let dropped = state.log.dropped();
+    if dropped > 0 {
+        tracing::warn!(plugin = %state.plugin, event_id = state.event_id.as_deref().unwrap_or("-"), dropped,
+            "the plugin logged more than limits.log_messages ({}) messages; the rest were dropped", state.log.max_messages);
+    }
+    std::mem::take(&mut state.logs)
+}
+
+/// Checks a read's answer against the limits on what a plugin may hand back.
+fn answer_fits(answer: &reader::Response, limits: &crate::config::Limits) -> Result<(), String> {
+    if answer.body.len() > limits.read_body_bytes {
+        return Err(format!(
+            "the read's answer body of {} bytes exceeds limits.read_body_bytes ({})",
+            answer.body.len(),
+            limits.read_body_bytes
+        ));
+    }
+    if answer.headers.len() > limits.read_headers {
+        return Err(format!(
+            "the read's answer has {} headers; limits.read_headers is {}",
+            answer.headers.len(),
+            limits.read_headers
+        ));
+    }
+    if let Some((name, _)) = answer
+        .headers
+        .iter()
+        .find(|(n, v)| n.len() + v.len() > limits.read_header_bytes)
+    {
+        return Err(format!(
+            "the read's answer header {:?} exceeds limits.read_header_bytes ({})",
+            truncate(name.clone(), 64),
+            limits.read_header_bytes
+        ));
+    }
+    Ok(())
+}
+
+fn classify(error: wasmtime::Error, reason_bytes: usize) -> Outcome {
+    if let Some(violation) = error.downcast_ref::<Violation>() {
+        return Outcome::Permanent(violation.0.clone());
+    }
     if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
         return Outcome::Aborted(Abort::Limit(limit.to_string()));
+    }
+    if let Some(full) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return Outcome::Aborted(Abort::Capacity(full.to_string()));
     }
     if let Some(trap) = error.downcast_ref::<Trap>() {
         let hint = match trap {
@@ -239,7 +351,7 @@ fn classify(error: wasmtime::Error) -> Outcome {
         };
         return Outcome::Aborted(Abort::Trap(format!("{trap}{hint}")));
     }
-    Outcome::Aborted(Abort::Host(format!("{error:#}")))
+    Outcome::Aborted(Abort::Host(truncate(format!("{error:#}"), reason_bytes)))
 }
 
 impl From<&Event> for types::Event {

@@ -2,6 +2,7 @@
 //! every `memory.grow` / `table.grow` and at instantiation.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 use wasmtime::ResourceLimiter;
 
 /// Why an invocation was stopped by a limit; found again in the error chain wasmtime returns.
@@ -9,7 +10,7 @@ use wasmtime::ResourceLimiter;
 pub enum LimitExceeded {
     Memory { limit: usize, wanted: usize },
     Table { limit: usize, wanted: usize },
-    CpuTime { ticks: u64 },
+    CpuTime { used: Duration, limit: Duration },
 }
 
 impl fmt::Display for LimitExceeded {
@@ -22,7 +23,12 @@ impl fmt::Display for LimitExceeded {
             Self::Table { limit, wanted } => {
                 write!(f, "table limit exceeded: the plugin tried to grow a table to {wanted} elements (limit {limit})")
             }
-            Self::CpuTime { ticks } => write!(f, "cpu time limit exceeded after {ticks} epoch ticks"),
+            Self::CpuTime { used, limit } => write!(
+                f,
+                "cpu time limit exceeded: the plugin's code ran for {} ms (limit {} ms; time in host calls is not counted)",
+                used.as_millis(),
+                limit.as_millis()
+            ),
         }
     }
 }
@@ -67,5 +73,50 @@ impl ResourceLimiter for InvocationLimiter {
             .into());
         }
         Ok(true)
+    }
+}
+
+/// Time the plugin's WebAssembly code has run, and nothing else. Wasmtime's call hooks
+/// stop it on every exit to the host (imports, and the epoch check itself, during which the
+/// invocation may yield to the scheduler) and start it again on return, so a plugin waiting
+/// on PostgreSQL, or parked while other tasks run, is not charged.
+#[derive(Debug, Default)]
+pub struct CpuClock {
+    running_since: Option<Instant>,
+    used: Duration,
+}
+
+impl CpuClock {
+    pub fn enter_wasm(&mut self) {
+        self.running_since.get_or_insert_with(Instant::now);
+    }
+
+    pub fn leave_wasm(&mut self) {
+        if let Some(since) = self.running_since.take() {
+            self.used += since.elapsed();
+        }
+    }
+
+    pub fn used(&self) -> Duration {
+        self.used + self.running_since.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_counts_only_time_inside_wasm() {
+        let mut clock = CpuClock::default();
+        clock.enter_wasm();
+        std::thread::sleep(Duration::from_millis(20));
+        clock.leave_wasm();
+        let inside = clock.used();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(clock.used(), inside, "time outside wasm is not counted");
+        assert!(inside >= Duration::from_millis(20));
+        clock.leave_wasm();
+        assert_eq!(clock.used(), inside, "leaving twice counts nothing");
     }
 }

@@ -7,11 +7,13 @@ mod invoke;
 pub mod limits;
 mod outcome;
 mod plugin;
+mod share;
 mod version;
 
 pub use invoke::{Invocation, ReadRequest, ReadResponse};
 pub use outcome::{Abort, Outcome};
 pub use plugin::{LoadError, Plugin};
+pub use share::{ShareError, Work};
 
 use crate::capabilities::auth::{AuthError, AuthLookup};
 use crate::capabilities::HostState;
@@ -74,9 +76,6 @@ pub struct RuntimeSettings {
     pub auth: AuthBackend,
     /// The host's own pool (admin rights: creates plugin roles, terminates sessions).
     pub admin_pool: PgPool,
-    /// Secret from which plugin role passwords are derived; hosts sharing a database must
-    /// share it. Defaults to the database URL, which they share anyway.
-    pub role_secret: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,9 +98,8 @@ struct Shared {
     limits: Limits,
     admin_pool: PgPool,
     admin_options: PgConnectOptions,
-    database: String,
-    role_secret: String,
     auth: AuthLookup,
+    ledger: Arc<share::Ledger>,
 }
 
 impl Runtime {
@@ -111,10 +109,7 @@ impl Runtime {
         let linker = engine::linker(&engine).map_err(RuntimeError::Engine)?;
         engine::start_epoch_ticker(&engine, settings.limits.epoch_tick)?;
         let admin_options = (*settings.admin_pool.connect_options()).clone();
-        let database = admin_options
-            .get_database()
-            .unwrap_or("postgres")
-            .to_string();
+        let ledger = share::Ledger::new(settings.limits.max_instances);
         let auth = AuthLookup::new(&settings.auth, &settings.admin_pool)?;
         Ok(Self {
             inner: Arc::new(Shared {
@@ -123,15 +118,14 @@ impl Runtime {
                 limits: settings.limits,
                 admin_pool: settings.admin_pool,
                 admin_options,
-                database,
-                role_secret: settings.role_secret,
                 auth,
+                ledger,
             }),
         })
     }
 
     /// Connects to the host's database at `url`, applies the host's migrations, and builds
-    /// a runtime on that pool, with plugin role passwords derived from the URL.
+    /// a runtime on that pool.
     pub async fn open(
         url: &str,
         limits: Limits,
@@ -143,7 +137,6 @@ impl Runtime {
             limits,
             auth,
             admin_pool: pool.clone(),
-            role_secret: url.to_string(),
         };
         Ok((pool, Self::new(settings)?))
     }

@@ -28,6 +28,10 @@ pub enum Abort {
     Deadline(String),
     /// The host could not run or commit it (database unreachable, commit failed).
     Host(String),
+    /// The host had no room for it right now (the plugin's share is in use, or the
+    /// engine's instance pool is full). Not the event's fault: deliveries wait and retry
+    /// in place without counting an attempt.
+    Capacity(String),
 }
 
 impl Outcome {
@@ -57,6 +61,7 @@ impl fmt::Display for Abort {
             Self::Limit(m) => write!(f, "{m}"),
             Self::Deadline(m) => write!(f, "{m}"),
             Self::Host(m) => write!(f, "host error: {m}"),
+            Self::Capacity(m) => write!(f, "no capacity: {m}"),
         }
     }
 }

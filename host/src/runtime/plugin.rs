@@ -2,6 +2,7 @@
 //! database identity, ask it for its subscriptions and migrations, apply those.
 
 use super::bindings::{handler, migrations, reader};
+use super::share::{Share, ShareError, Work};
 use super::version::{self, VersionError};
 use super::{Outcome, PluginName, Runtime};
 use crate::capabilities::db::migrate::{self, MigrationError};
@@ -10,6 +11,7 @@ use crate::capabilities::HostState;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::path::Path;
+use std::sync::Arc;
 use wasmtime::component::{Component, InstancePre};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +33,14 @@ pub enum LoadError {
     Exports(wasmtime::Error),
     #[error(transparent)]
     Provision(#[from] ProvisionError),
+    #[error(transparent)]
+    Share(#[from] ShareError),
     #[error("the plugin failed while reporting its subscriptions and migrations: {0}")]
     Init(Outcome),
     #[error("invalid subscription {pattern:?}: {reason}")]
     Subscription { pattern: String, reason: String },
+    #[error("the plugin declared {count} subscriptions; limits.max_subscriptions is {limit} (each one is a broker binding)")]
+    TooManySubscriptions { count: usize, limit: usize },
     #[error(transparent)]
     Migration(#[from] MigrationError),
 }
@@ -48,7 +54,11 @@ pub struct Plugin {
     pub(super) name: PluginName,
     pub(super) runtime: Runtime,
     pub(super) identity: PluginIdentity,
-    pub(super) pool: PgPool,
+    /// Its own connections, one pool per kind of work, so its reads cannot take the
+    /// connections its deliveries need.
+    pub(super) delivery_pool: PgPool,
+    pub(super) read_pool: PgPool,
+    pub(super) share: Arc<Share>,
     pub(super) pre: InstancePre<HostState>,
     pub(super) handler: handler::GuestIndices,
     pub(super) migrations: migrations::GuestIndices,
@@ -122,14 +132,20 @@ impl Runtime {
         let migrations = migrations::GuestIndices::new(&pre).map_err(LoadError::Exports)?;
         let reader = reader::GuestIndices::new(&pre).ok();
 
-        let identity = PluginIdentity::new(&name, &shared.database, &shared.role_secret);
-        provision::provision(&shared.admin_pool, &identity, &shared.limits).await?;
-        let pool = provision::plugin_pool(&shared.admin_options, &identity, &shared.limits);
+        let share = shared.ledger.share(&name, &shared.limits)?;
+        let identity = provision::provision(&shared.admin_pool, &name, &shared.limits).await?;
+        let pool = |size| provision::plugin_pool(&shared.admin_options, &identity, &shared.limits, size);
+        let (delivery_pool, read_pool) = (
+            pool(shared.limits.db_connections),
+            pool(shared.limits.db_read_connections),
+        );
         let mut plugin = Plugin {
             name,
             runtime: self.clone(),
             identity,
-            pool,
+            delivery_pool,
+            read_pool,
+            share,
             pre,
             handler,
             migrations,
@@ -138,6 +154,12 @@ impl Runtime {
             digest,
         };
         let (subscriptions, migrations) = plugin.describe().await.map_err(LoadError::Init)?;
+        if subscriptions.len() > shared.limits.max_subscriptions {
+            return Err(LoadError::TooManySubscriptions {
+                count: subscriptions.len(),
+                limit: shared.limits.max_subscriptions,
+            });
+        }
         for pattern in &subscriptions {
             check_pattern(pattern)?;
         }
@@ -149,12 +171,15 @@ impl Runtime {
         }
         plugin.subscriptions = subscriptions;
         let applied = migrate::apply(
+            &shared.admin_pool,
             &shared.admin_options,
             &plugin.identity,
             &shared.limits,
             &migrations,
         )
         .await?;
+        // Whatever the migrations did to the plugin's own role is undone.
+        provision::reassert(&shared.admin_pool, &plugin.identity, &shared.limits).await?;
         tracing::info!(
             plugin = %plugin.name, schema = %plugin.identity.schema, migrations_applied = applied,
             subscriptions = ?plugin.subscriptions, read_hook = plugin.reader.is_some(), "plugin loaded"
@@ -192,13 +217,30 @@ impl Plugin {
     /// Runs a read-only query as the plugin's role (on its schema) and returns the rows as
     /// JSON objects, as PostgreSQL's `to_json` renders each column. For tests and fixtures.
     pub async fn query_json(&self, sql: &str) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        // A connection of its own, closed afterwards: this SQL is not the plugin's, and
+        // must not leave anything on a connection the plugin's invocations use.
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&provision::connect_options(
+            &self.runtime.inner.admin_options,
+            &self.identity,
+            &self.runtime.inner.limits,
+        ))
+        .await?;
+        let mut tx = sqlx::Connection::begin(&mut conn).await?;
         sqlx::Executor::execute(&mut *tx, "SET TRANSACTION READ ONLY").await?;
         let wrapped = format!("SELECT coalesce(json_agg(t), '[]'::json) FROM ({sql}) AS t");
         let rows: sqlx::types::Json<Vec<serde_json::Value>> =
             sqlx::query_scalar(&wrapped).fetch_one(&mut *tx).await?;
         tx.rollback().await?;
+        sqlx::Connection::close(conn).await?;
         Ok(rows.0)
+    }
+
+    /// The plugin's pool for a kind of work.
+    pub(super) fn pool(&self, work: Work) -> &PgPool {
+        match work {
+            Work::Read => &self.read_pool,
+            Work::Delivery | Work::Load => &self.delivery_pool,
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use super::provision::{connect_options, PluginIdentity};
 use crate::config::Limits;
 use crate::runtime::bindings::migrations::Migration;
 use sha2::{Digest, Sha256};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::Connection;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,7 @@ fn checksum(sql: &str) -> String {
 
 /// Returns how many migrations were newly applied.
 pub async fn apply(
+    admin: &PgPool,
     admin_options: &PgConnectOptions,
     id: &PluginIdentity,
     limits: &Limits,
@@ -41,15 +42,19 @@ pub async fn apply(
             return Err(MigrationError::Order(pair[1].version));
         }
     }
+    // Two hosts loading the same plugin: the second waits, then finds everything applied.
+    // The lock is taken by the host (plugin roles may not take advisory locks) and held
+    // until the plugin's migrations are committed.
+    let mut guard = admin.begin().await.map_err(MigrationError::Connect)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('eventhost.migrations.' || $1))")
+        .bind(&id.schema)
+        .execute(&mut *guard)
+        .await
+        .map_err(MigrationError::Connect)?;
     let mut conn = sqlx::PgConnection::connect_with(&connect_options(admin_options, id, limits))
         .await
         .map_err(MigrationError::Connect)?;
     let mut tx = conn.begin().await.map_err(MigrationError::Connect)?;
-    // Two hosts loading the same plugin: the second waits, then finds everything applied.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.migrations'))")
-        .execute(&mut *tx)
-        .await
-        .map_err(MigrationError::Connect)?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS _eventhost_migrations (
              version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
@@ -111,5 +116,6 @@ pub async fn apply(
         newly += 1;
     }
     tx.commit().await.map_err(MigrationError::Connect)?;
+    guard.commit().await.map_err(MigrationError::Connect)?;
     Ok(newly)
 }

@@ -4,10 +4,11 @@
 pub mod migrate;
 pub mod provision;
 mod session;
+mod statement;
 mod values;
 
 pub use provision::PluginIdentity;
-pub use session::DbSession;
+pub use session::{DbSession, ResultCaps};
 
 use super::HostState;
 use crate::runtime::bindings::db::{DbError, Host, Rows, Value};

@@ -1,18 +1,58 @@
 //! One invocation's database session: a connection of the plugin's own pool (logged in as
 //! the plugin's role) and the transaction the host opens on the plugin's first statement.
+//!
+//! Every invocation starts from a clean session. The host ends each transaction with a
+//! reset of everything a session can carry over (settings, `LISTEN`, cursors, temporary
+//! tables, sequence state), and checks at the next `BEGIN`, in the same round trip, that
+//! nothing is left; a connection that is not clean (or whose role has acquired settings)
+//! is closed instead of used.
 
-use super::values::{bind, decode_row, error, signature};
+use super::provision;
+use super::statement::refused_keyword;
+use super::values::{bind, decode_row, error, signature, value_bytes};
 use crate::runtime::bindings::db::{DbError, Rows, Value};
+use futures_lite::stream::StreamExt;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{
     PgArguments, PgConnection, PgPool, PgQueryResult, PgRow, PgStatement, Postgres,
 };
 use sqlx::query::Query;
-use sqlx::{Column, Executor, Row, Statement};
+use sqlx::{Column, Connection, Executor, Row, Statement};
 use std::future::Future;
 use std::pin::Pin;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Opens the transaction and reports, in the same round trip, what an earlier
+/// invocation could have left on this connection (all zero / false on a clean one).
+const BEGIN: &str = "BEGIN; SELECT pg_backend_pid(), \
+    (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) \
+    + (SELECT count(*) FROM pg_listening_channels()) \
+    + (SELECT count(*) FROM pg_cursors WHERE name <> '') \
+    + (CASE WHEN pg_my_temp_schema() = 0 THEN 0 \
+       ELSE (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()) END), \
+    (SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql), \
+    EXISTS (SELECT 1 FROM pg_db_role_setting WHERE setrole = current_user::regrole)";
+
+/// After the host's `COMMIT` / `ROLLBACK`, in the same round trip: back to the settings
+/// the host connected with, and nothing else carried to the next invocation.
+macro_rules! reset {
+    () => {
+        "RESET ALL; UNLISTEN *; CLOSE ALL; DISCARD TEMP; DISCARD SEQUENCES"
+    };
+}
+const COMMIT_AND_RESET: &str = concat!("COMMIT; ", reset!());
+const ROLLBACK_AND_RESET: &str = concat!("ROLLBACK; ", reset!());
+
+/// Connections tried per invocation before giving up on a pool of dirty ones.
+const MAX_CONNECT_TRIES: usize = 4;
+
+/// What one `db.query` may bring into the host.
+#[derive(Debug, Clone, Copy)]
+pub struct ResultCaps {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+}
 
 /// Holds the invocation's transaction until the host commits or rolls it back.
 ///
@@ -23,7 +63,16 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct DbSession {
     plugin_pool: PgPool,
     admin_pool: PgPool,
+    role: String,
+    caps: ResultCaps,
     open: Option<OpenTx>,
+    /// The plugin tried something only the host may do: the invocation fails permanently.
+    violation: Option<String>,
+    /// A statement failed on the server, so PostgreSQL has aborted the transaction.
+    failed: bool,
+    /// The host cut a result off mid-stream: the connection has unread rows and the
+    /// transaction is lost; it is abandoned rather than reused.
+    lost: Option<String>,
 }
 
 struct OpenTx {
@@ -32,59 +81,173 @@ struct OpenTx {
 }
 
 impl DbSession {
-    pub fn new(plugin_pool: PgPool, admin_pool: PgPool) -> Self {
+    pub fn new(plugin_pool: PgPool, admin_pool: PgPool, role: String, caps: ResultCaps) -> Self {
         Self {
             plugin_pool,
             admin_pool,
+            role,
+            caps,
             open: None,
+            violation: None,
+            failed: false,
+            lost: None,
         }
     }
 
+    /// Why the invocation must fail permanently, if the plugin broke a sandbox rule.
+    pub fn violation(&self) -> Option<&str> {
+        self.violation.as_deref()
+    }
+
+    /// True when a statement failed, so nothing of this transaction can commit.
+    pub fn aborted(&self) -> bool {
+        self.failed || self.lost.is_some()
+    }
+
     async fn tx(&mut self) -> Result<&mut OpenTx, DbError> {
+        if let Some(reason) = self.violation.as_ref().or(self.lost.as_ref()) {
+            return Err(DbError {
+                code: "25P02".into(),
+                message: format!("current transaction is aborted: {reason}"),
+            });
+        }
         if self.open.is_none() {
+            self.open = Some(self.begin().await?);
+        }
+        Ok(self.open.as_mut().expect("opened above"))
+    }
+
+    /// A clean connection with the transaction begun. A connection that carries anything
+    /// from an earlier invocation is closed and another one taken.
+    async fn begin(&mut self) -> Result<OpenTx, DbError> {
+        for _ in 0..MAX_CONNECT_TRIES {
             let mut conn = self
                 .plugin_pool
                 .acquire()
                 .await
                 .map_err(|e| error(format!("no database connection for the plugin: {e}")))?;
-            // BEGIN and the backend pid in one round trip; the pid is what lets the host
-            // terminate this session if the invocation is abandoned.
-            let begun = begin(&mut conn).await;
-            let backend_pid = match begun.and_then(|row| row.try_get::<i32, _>(0)) {
-                Ok(pid) => pid,
+            let state = match begin(&mut conn).await.and_then(|row| {
+                Ok((
+                    row.try_get::<i32, _>(0)?,
+                    row.try_get::<i64, _>(1)?,
+                    row.try_get::<i64, _>(2)?,
+                    row.try_get::<bool, _>(3)?,
+                ))
+            }) {
+                Ok(state) => state,
                 Err(e) => {
                     conn.close_on_drop();
                     return Err(to_db_error(e));
                 }
             };
-            self.open = Some(OpenTx { conn, backend_pid });
+            let (backend_pid, leftovers, protocol_statements, role_settings) = state;
+            let cached = conn.cached_statements_size() as i64;
+            if leftovers == 0 && protocol_statements == cached && !role_settings {
+                return Ok(OpenTx { conn, backend_pid });
+            }
+            // Settings written on the plugin's role apply to every new session: wipe
+            // them now, then start over on a fresh connection.
+            tracing::warn!(
+                role = %self.role, leftovers, protocol_statements, cached, role_settings,
+                "a plugin session was not clean; closing it"
+            );
+            conn.close_on_drop();
+            drop(conn);
+            if role_settings {
+                provision::wipe_role_settings(&self.admin_pool, &self.role)
+                    .await
+                    .map_err(|e| error(format!("could not reset the plugin role: {e}")))?;
+            }
         }
-        Ok(self.open.as_mut().expect("opened above"))
+        Err(error("no clean database connection for the plugin"))
+    }
+
+    /// Refuses what only the host may do; the refusal also fails the invocation.
+    fn screen(&mut self, sql: &str) -> Result<(), DbError> {
+        if let Some(keyword) = refused_keyword(sql) {
+            let reason = format!(
+                "sandbox: `{keyword}` is refused; transactions and prepared statements are the host's (each invocation runs in one transaction the host commits)"
+            );
+            self.violation.get_or_insert(reason.clone());
+            return Err(DbError {
+                code: "EH001".into(),
+                message: reason,
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks the transaction aborted when PostgreSQL reported an error.
+    fn note(&mut self, e: sqlx::Error) -> DbError {
+        if matches!(e, sqlx::Error::Database(_)) {
+            self.failed = true;
+        }
+        to_db_error(e)
     }
 
     pub async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, DbError> {
+        self.screen(&sql)?;
         let keyed = keyed_sql(&sql, &params);
+        let caps = self.caps;
         let conn: &mut PgConnection = &mut self.tx().await?.conn;
-        let statement = prepare(conn, &keyed).await.map_err(to_db_error)?;
-        let columns = statement
+        let statement = match prepare(conn, &keyed).await {
+            Ok(statement) => statement,
+            Err(e) => return Err(self.note(e)),
+        };
+        let columns: Vec<String> = statement
             .columns()
             .iter()
             .map(|c| c.name().to_string())
             .collect();
-        let rows = fetch_all(conn, bind(statement.query(), params)?)
-            .await
-            .map_err(to_db_error)?;
-        let rows = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
+        let query = bind(statement.query(), params)?;
+        let mut bytes: usize = columns.iter().map(String::len).sum();
+        let mut rows = Vec::new();
+        let mut stream = fetch(conn, query);
+        // Rows are decoded as they arrive, so the caps apply before the result is held.
+        let cut = loop {
+            let Some(next) = stream.next().await else {
+                break None;
+            };
+            let row = match next {
+                Ok(row) => row,
+                Err(e) => {
+                    drop(stream);
+                    return Err(self.note(e));
+                }
+            };
+            let values = match decode_row(&row) {
+                Ok(values) => values,
+                // The rest of the result is still on the wire.
+                Err(e) => break Some((e.message.clone(), e)),
+            };
+            bytes += values.iter().map(value_bytes).sum::<usize>();
+            rows.push(values);
+            if rows.len() > caps.max_rows {
+                let m = format!("the query returned more than limits.db_max_rows ({}) rows", caps.max_rows);
+                break Some((m.clone(), limit_error(m)));
+            }
+            if bytes > caps.max_bytes {
+                let m = format!("the query returned more than limits.db_max_result_bytes ({}) bytes", caps.max_bytes);
+                break Some((m.clone(), limit_error(m)));
+            }
+        };
+        drop(stream);
+        if let Some((reason, err)) = cut {
+            self.lost = Some(reason);
+            return Err(err);
+        }
         Ok(Rows { columns, rows })
     }
 
     pub async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, DbError> {
+        self.screen(&sql)?;
         let keyed = keyed_sql(&sql, &params);
         let conn: &mut PgConnection = &mut self.tx().await?.conn;
-        let done = execute(conn, bind(sqlx::query(&keyed), params)?)
-            .await
-            .map_err(to_db_error)?;
-        Ok(done.rows_affected())
+        let query = bind(sqlx::query(&keyed), params)?;
+        match execute(conn, query).await {
+            Ok(done) => Ok(done.rows_affected()),
+            Err(e) => Err(self.note(e)),
+        }
     }
 
     /// Opens the invocation's transaction with the event's inbox row. False when the
@@ -116,10 +279,15 @@ impl DbSession {
     }
 
     async fn finish(&mut self, verb: &'static str) -> Result<(), sqlx::Error> {
+        if self.lost.is_some() {
+            self.abandon();
+            return Ok(());
+        }
         let Some(mut open) = self.open.take() else {
             return Ok(());
         };
-        match execute_simple(&mut open.conn, verb).await {
+        let sql = if verb == "COMMIT" { COMMIT_AND_RESET } else { ROLLBACK_AND_RESET };
+        match execute_simple(&mut open.conn, sql).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 // The session's state is unknown: never hand it to the next invocation.
@@ -127,6 +295,13 @@ impl DbSession {
                 Err(e)
             }
         }
+    }
+}
+
+fn limit_error(message: String) -> DbError {
+    DbError {
+        code: "54000".into(),
+        message: format!("{message}; the statement failed and the transaction is aborted"),
     }
 }
 
@@ -162,10 +337,10 @@ impl DbSession {
 // the generated `Send` import futures, rustc cannot prove sqlx's executor futures `Send`
 // for every lifetime ("implementation of `Executor` is not general enough").
 
-/// A plain string runs over the simple-query protocol, so both statements go in one
+/// A plain string runs over the simple-query protocol, so all statements go in one
 /// round trip.
 fn begin(conn: &mut PgConnection) -> BoxFuture<'_, Result<PgRow, sqlx::Error>> {
-    Box::pin(conn.fetch_one("BEGIN; SELECT pg_backend_pid()"))
+    Box::pin(conn.fetch_one(BEGIN))
 }
 
 fn prepare<'c, 's: 'c>(
@@ -175,11 +350,11 @@ fn prepare<'c, 's: 'c>(
     Box::pin(conn.prepare(sql))
 }
 
-fn fetch_all<'c, 'q: 'c>(
+fn fetch<'c, 'q: 'c>(
     conn: &'c mut PgConnection,
     query: Query<'q, Postgres, PgArguments>,
-) -> BoxFuture<'c, Result<Vec<PgRow>, sqlx::Error>> {
-    Box::pin(query.fetch_all(conn))
+) -> Pin<Box<dyn futures_lite::Stream<Item = Result<PgRow, sqlx::Error>> + Send + 'c>> {
+    query.fetch(conn)
 }
 
 fn execute<'c, 'q: 'c>(

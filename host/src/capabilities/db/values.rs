@@ -156,3 +156,14 @@ fn get<'r, T: Decode<'r, Postgres>>(raw: PgValueRef<'r>) -> Result<T, DbError> {
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
+
+/// What a value costs the host to hold, for `limits.db_max_result_bytes`: its payload plus
+/// a cell's bookkeeping.
+pub fn value_bytes(value: &Value) -> usize {
+    const CELL: usize = 8;
+    CELL + match value {
+        Value::Text(s) | Value::Json(s) | Value::Timestamp(s) | Value::Uuid(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+        _ => 0,
+    }
+}
