@@ -16,6 +16,7 @@ struct Probe;
 
 /// Everything a session can carry to the next invocation, set at once.
 const DIRTY_SESSION: &[&str] = &[
+    "SELECT nextval('probe_seq')",
     "SET statement_timeout = 0",
     "SET lock_timeout = 0",
     "SET idle_in_transaction_session_timeout = 0",
@@ -25,7 +26,6 @@ const DIRTY_SESSION: &[&str] = &[
     "LISTEN probe_channel",
     "CREATE TEMP TABLE probe_tmp (x int)",
     "DECLARE probe_cursor CURSOR WITH HOLD FOR SELECT 1",
-    "SELECT nextval('probe_seq')",
     "DO $$ BEGIN EXECUTE 'PREPARE probe_statement AS SELECT 1'; END $$",
 ];
 
@@ -196,7 +196,7 @@ impl exports::eventhost::plugin::handler::Guest for Probe {
                 let rows = d["rows"].as_i64().unwrap_or(1);
                 let bytes = d["row_bytes"].as_i64().unwrap_or(1) as i32;
                 let got = query(
-                    "SELECT repeat('x', $2) FROM generate_series(1, $1)",
+                    "SELECT repeat('x', $2::int4) FROM generate_series(1, $1::int8)",
                     &[Value::Int64(rows), Value::Int32(bytes)],
                 )
                 .map_err(sql_error)?;

@@ -1,0 +1,466 @@
+//! A plugin cannot reach past its session, its transaction, its role or its share of the
+//! host: the hostile probe tries each, against the real PostgreSQL.
+
+mod common;
+
+use common::{event, TestHost};
+use eventhost::config::{AuthBackend, Limits};
+use eventhost::runtime::{Abort, Plugin, ReadRequest};
+use eventhost::Outcome;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// One connection per pool, so every invocation reuses the connection the one before it
+/// left behind.
+fn one_connection() -> Limits {
+    Limits {
+        db_connections: 1,
+        db_read_connections: 1,
+        statement_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    }
+}
+
+/// The probe's session report, from an event or a read.
+async fn report(probe: &Plugin) -> Value {
+    let invocation = probe.handle(&event("probe.session-report", "x", json!({}))).await;
+    assert_eq!(invocation.outcome, Outcome::Ok, "{:?}", invocation.logs);
+    serde_json::from_str(&invocation.logs.last().expect("a report").1).unwrap()
+}
+
+async fn read(probe: &Plugin, path: &str) -> (u16, Value) {
+    let request = ReadRequest {
+        method: "GET".into(),
+        path: path.into(),
+        query: Vec::new(),
+    };
+    let (answer, _) = probe.read(request).await;
+    let answer = answer.expect("the read ran");
+    let body = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    (answer.status, body)
+}
+
+fn assert_clean(report: &Value, schema: &str) {
+    let expect = json!({
+        "statement_timeout": "1s",
+        "lock_timeout": "1s",
+        "idle_in_transaction_session_timeout": "10s",
+        "search_path": schema,
+        "work_mem": "4MB",
+        "marker": "",
+        "listening": 0,
+        "temp_tables": 0,
+        "cursors": 0,
+        "prepared": 0,
+        "advisory_locks": 0,
+    });
+    for (key, want) in expect.as_object().unwrap() {
+        assert_eq!(&report[key], want, "{key} carried over: {report}");
+    }
+}
+
+#[tokio::test]
+async fn every_invocation_starts_from_a_clean_session() {
+    let host = TestHost::start(one_connection(), AuthBackend::Postgres).await;
+    let probe = host.load("probe").await;
+    let dirty = probe.handle(&event("probe.dirty-session", "x", json!({}))).await;
+    assert_eq!(dirty.outcome, Outcome::Ok, "the dirtying itself must commit");
+    assert_clean(&report(&probe).await, probe.schema());
+
+    // The limit it lifted is back: a sleep past the host's statement timeout is cancelled.
+    let sleep = event("probe.sql", "x", json!(["SELECT pg_sleep(3)"]));
+    let outcome = probe.handle(&sleep).await.outcome;
+    assert!(
+        matches!(&outcome, Outcome::Permanent(r) if r.starts_with("57014")),
+        "{outcome:?}"
+    );
+
+    // Reads too: a read dirties its session, the next read finds it clean.
+    assert_eq!(read(&probe, "dirty").await.0, 200);
+    let (status, body) = read(&probe, "session").await;
+    assert_eq!(status, 200);
+    assert_clean(&body, probe.schema());
+
+    // Clean sessions are reused, not reconnected each time.
+    let mut backends = BTreeSet::new();
+    for _ in 0..10 {
+        backends.insert(report(&probe).await["backend"].as_i64().unwrap());
+    }
+    assert_eq!(backends.len(), 1, "one pooled connection serves them all");
+    host.stop().await;
+}
+
+/// Whether `verifier` (pg_authid's SCRAM-SHA-256 entry) was made from `password`.
+fn scram_matches(verifier: &str, password: &str) -> bool {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    type HmacSha256 = Hmac<sha2::Sha256>;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some(rest) = verifier.strip_prefix("SCRAM-SHA-256$") else {
+        return false;
+    };
+    let (params, keys) = rest.split_once('$').unwrap();
+    let (iterations, salt) = params.split_once(':').unwrap();
+    let (_, server_key) = keys.split_once(':').unwrap();
+    let salt = b64.decode(salt).unwrap();
+    let mut block = salt.clone();
+    block.extend_from_slice(&1u32.to_be_bytes());
+    let mac = |key: &[u8], data: &[u8]| {
+        let mut m = HmacSha256::new_from_slice(key).unwrap();
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
+    };
+    let mut u = mac(password.as_bytes(), &block);
+    let mut salted = u.clone();
+    for _ in 1..iterations.parse::<u32>().unwrap() {
+        u = mac(password.as_bytes(), &u);
+        salted.iter_mut().zip(&u).for_each(|(s, x)| *s ^= x);
+    }
+    b64.encode(mac(&salted, b"Server Key")) == server_key
+}
+
+async fn role_state(host: &TestHost, role: &str) -> (i64, bool) {
+    let settings: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_db_role_setting WHERE setrole = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+    )
+    .bind(role)
+    .fetch_one(&host.pool)
+    .await
+    .unwrap();
+    let (verifier, password): (String, String) = sqlx::query_as(
+        "SELECT a.rolpassword, r.password FROM pg_authid a JOIN eventhost_plugin_roles r ON r.role = a.rolname::text WHERE a.rolname = $1",
+    )
+    .bind(role)
+    .fetch_one(&host.pool)
+    .await
+    .unwrap();
+    (settings, scram_matches(&verifier, &password))
+}
+
+#[tokio::test]
+async fn settings_written_on_the_plugin_role_have_no_effect_and_are_wiped() {
+    let host = TestHost::start(one_connection(), AuthBackend::Postgres).await;
+    let probe = host.load("probe").await;
+    assert_eq!(role_state(&host, probe.role()).await, (0, true));
+    let attack = probe.handle(&event("probe.role-settings", "x", json!({}))).await;
+    assert_eq!(attack.outcome, Outcome::Ok, "{:?}", attack.logs);
+    // The next invocation's session neither carries them nor leaves them on the role.
+    assert_clean(&report(&probe).await, probe.schema());
+    assert_eq!(role_state(&host, probe.role()).await.0, 0, "role settings survived");
+    // A reload puts the host's password back.
+    let reloaded = host.load("probe").await;
+    assert_eq!(role_state(&host, reloaded.role()).await, (0, true));
+
+    // The same from a plugin's own migration (the probe loaded as `alter-role`).
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("alter_role.wasm");
+    std::fs::copy(common::plugin_path("probe"), &copy).unwrap();
+    let altered = host.runtime.load_file(&copy).await.expect("loads");
+    assert_eq!(role_state(&host, altered.role()).await, (0, true));
+    let r = report(&altered).await;
+    assert_eq!(r["statement_timeout"], "1s", "{r}");
+    assert_eq!(r["work_mem"], "4MB", "{r}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn plugins_cannot_take_advisory_locks() {
+    let host = TestHost::default().await;
+    let probe = host.load("probe").await;
+    // The key the host's provisioning uses, and plain ones.
+    let provision_key: i64 = sqlx::query_scalar("SELECT hashtext('eventhost.provision')::int8")
+        .fetch_one(&host.pool)
+        .await
+        .unwrap();
+    for key in [provision_key, 1, 42] {
+        let outcome = probe
+            .handle(&event("probe.advisory-lock", "x", json!({ "key": key })))
+            .await
+            .outcome;
+        assert!(
+            matches!(&outcome, Outcome::Permanent(r) if r.starts_with("42501")),
+            "{outcome:?}"
+        );
+    }
+    for sql in [
+        "SELECT pg_try_advisory_lock(1)",
+        "SELECT pg_advisory_xact_lock(1)",
+        "SELECT pg_try_advisory_xact_lock(1)",
+        "SELECT pg_advisory_lock_shared(1)",
+        "SELECT pg_advisory_lock(1, 2)",
+        "SELECT pg_try_advisory_xact_lock_shared(1, 2)",
+    ] {
+        let outcome = probe.handle(&event("probe.sql", "x", json!([sql]))).await.outcome;
+        assert!(
+            matches!(&outcome, Outcome::Permanent(r) if r.starts_with("42501")),
+            "{sql}: {outcome:?}"
+        );
+    }
+    // The host still takes its own: loading another plugin provisions under the lock.
+    host.load("audit_log").await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_plugin_cannot_end_the_hosts_transaction() {
+    let host = TestHost::default().await;
+    let probe = host.load("probe").await;
+    let spellings = [
+        "COMMIT",
+        "commit work",
+        "END",
+        "ROLLBACK",
+        "ABORT",
+        "COMMIT AND CHAIN",
+        "ROLLBACK AND CHAIN",
+        "PREPARE TRANSACTION 'probe'",
+        "SAVEPOINT s",
+        "RELEASE SAVEPOINT s",
+        "ROLLBACK TO SAVEPOINT s",
+        "START TRANSACTION",
+        "BEGIN",
+        "/* hidden */ COMMIT",
+        "-- hidden\nCOMMIT",
+        ";COMMIT",
+        "COMMIT; SELECT 1",
+        "SELECT 1; COMMIT",
+        "CALL probe_commit()",
+        "DO $$ BEGIN COMMIT; END $$",
+        "DO $$ BEGIN EXECUTE 'COMMIT'; END $$",
+    ];
+    for sql in spellings {
+        let attempt = event("probe.end-transaction", "x", json!(sql));
+        let invocation = probe.deliver(&attempt).await;
+        assert!(
+            matches!(invocation.outcome, Outcome::Permanent(_) | Outcome::Retryable(_)),
+            "{sql:?}: {:?}",
+            invocation.outcome
+        );
+        let notes = probe.query_json("SELECT event_id FROM notes").await.unwrap();
+        assert!(notes.is_empty(), "{sql:?} committed {notes:?}");
+        let inbox = probe
+            .query_json(&format!("SELECT 1 FROM _eventhost_inbox WHERE event_id = '{}'", attempt.id))
+            .await
+            .unwrap();
+        assert!(inbox.is_empty(), "{sql:?}: the inbox row committed without its effects");
+    }
+    // What the host refuses outright fails the invocation permanently.
+    let refused = probe.deliver(&event("probe.end-transaction", "x", json!("COMMIT"))).await;
+    assert!(
+        matches!(&refused.outcome, Outcome::Permanent(r) if r.contains("sandbox")),
+        "{:?}",
+        refused.outcome
+    );
+    // And the plugin keeps working, effects and inbox row together.
+    let fine = event("probe.insert", "x", json!({}));
+    assert_eq!(probe.deliver(&fine).await.outcome, Outcome::Ok);
+    assert_eq!(probe.deliver(&fine).await.outcome, Outcome::Duplicate);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn what_a_plugin_hands_the_host_is_bounded() {
+    let limits = Limits {
+        db_max_rows: 100,
+        db_max_result_bytes: 1 << 20,
+        log_messages: 10,
+        log_message_bytes: 100,
+        reason_bytes: 1000,
+        max_subscriptions: 100,
+        ..Limits::default()
+    };
+    let host = TestHost::start(limits, AuthBackend::Postgres).await;
+    let probe = host.load("probe").await;
+    let rows = |rows: u64, row_bytes: u64| {
+        event("probe.huge-result", "x", json!({ "rows": rows, "row_bytes": row_bytes }))
+    };
+    assert_eq!(probe.handle(&rows(100, 10)).await.outcome, Outcome::Ok);
+    for (ask, cap) in [(rows(1_000_000, 10), "db_max_rows"), (rows(100, 100_000), "db_max_result_bytes")] {
+        let outcome = probe.handle(&ask).await.outcome;
+        assert!(
+            matches!(&outcome, Outcome::Permanent(r) if r.starts_with("54000") && r.contains(cap)),
+            "{outcome:?}"
+        );
+    }
+    // The cut-off connection is not reused half-read.
+    assert_eq!(probe.handle(&rows(5, 5)).await.outcome, Outcome::Ok);
+
+    let flood = probe
+        .handle(&event("probe.log-flood", "x", json!({ "count": 5000, "bytes": 10_000 })))
+        .await;
+    assert_eq!(flood.outcome, Outcome::Ok);
+    assert_eq!(flood.logs.len(), 10, "log calls per invocation are capped");
+    assert!(flood.logs.iter().all(|(_, m)| m.len() < 200), "log messages are cut");
+
+    let reason = probe
+        .handle(&event("probe.huge-reason", "x", json!({ "bytes": 30_000_000 })))
+        .await
+        .outcome
+        .reason()
+        .unwrap();
+    assert!(reason.len() < 1100, "a reason of {} bytes", reason.len());
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("many_subs.wasm");
+    std::fs::copy(common::plugin_path("probe"), &copy).unwrap();
+    let refused = host.runtime.load_file(&copy).await.err().expect("refused");
+    assert!(
+        refused.to_string().contains("20000 subscriptions") && refused.to_string().contains("limits.max_subscriptions"),
+        "{refused}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn the_cpu_limit_counts_only_the_plugins_own_code() {
+    let limits = Limits {
+        cpu_time: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let host = TestHost::start(limits, AuthBackend::Postgres).await;
+    let probe = host.load("probe").await;
+    for calls in [json!({ "calls": 3000, "sleep_ms": 0 }), json!({ "calls": 40, "sleep_ms": 5 })] {
+        let invocation = probe.handle(&event("probe.host-calls", "x", calls.clone())).await;
+        assert_eq!(invocation.outcome, Outcome::Ok, "{calls}: {:?}", invocation.elapsed);
+        assert!(invocation.elapsed > Duration::from_millis(50), "{calls} was too quick to prove anything");
+    }
+    let spin = probe.handle(&event("probe.loop", "x", json!({}))).await.outcome;
+    assert!(
+        matches!(&spin, Outcome::Aborted(Abort::Limit(m)) if m.contains("cpu time limit")),
+        "{spin:?}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn one_plugins_load_cannot_fail_another_plugins_work() {
+    let limits = Limits {
+        reads_per_plugin: 4,
+        deliveries_per_plugin: 2,
+        // Room for exactly the two plugins' shares: a shared pool would run dry at once.
+        max_instances: 2 * (4 + 2 + 1),
+        wall_time: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let host = TestHost::start(limits, AuthBackend::Postgres).await;
+    let probe = std::sync::Arc::new(host.load("probe").await);
+    let stats = host.load("user_stats").await;
+    let flood: Vec<_> = (0..60)
+        .map(|_| {
+            let probe = probe.clone();
+            tokio::spawn(async move {
+                let request = ReadRequest {
+                    method: "GET".into(),
+                    path: "sleep/300".into(),
+                    query: Vec::new(),
+                };
+                probe.read(request).await.0.map(|a| a.status)
+            })
+        })
+        .collect();
+    // Slow deliveries of the probe beyond its share wait for room; none fails for it.
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let probe = probe.clone();
+            tokio::spawn(async move {
+                let e = event("probe.host-calls", "x", json!({ "calls": 1, "sleep_ms": 200 }));
+                probe.deliver(&e).await.outcome
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let user = uuid::Uuid::new_v4();
+        sqlx::query("INSERT INTO users (id, email, name) VALUES ($1, $2, 'Flood')")
+            .bind(user)
+            .bind(format!("{user}@example.com"))
+            .execute(&host.pool)
+            .await
+            .unwrap();
+        let created = event("user.created", &user.to_string(), json!({ "userId": user }));
+        assert_eq!(stats.deliver(&created).await.outcome, Outcome::Ok, "a delivery failed during the flood");
+        let (status, _) = read(&stats, &format!("stats/{user}")).await;
+        assert_eq!(status, 200, "a read failed during the flood");
+    }
+    for task in slow {
+        let outcome = task.await.unwrap();
+        assert_eq!(outcome, Outcome::Ok, "a delivery waiting for its plugin's share failed");
+    }
+    let mut busy = 0;
+    for task in flood {
+        match task.await.unwrap() {
+            Ok(200) => {}
+            Err(Outcome::Aborted(Abort::Capacity(m))) if m.contains("reads_per_plugin") => busy += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(busy > 0, "60 reads of 300 ms, 4 at a time, cannot all finish within 2 s");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn plugin_roles_are_unique_per_database_and_hosts_agree_on_them() {
+    use eventhost::fixtures::ScratchDatabase;
+    use eventhost::runtime::{Runtime, RuntimeSettings};
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let mut hosts = Vec::new();
+    for name in [format!("eh_{tag}-x"), format!("eh_{tag}_x")] {
+        let db = ScratchDatabase::create_named(&common::server_url(), &name).await.unwrap();
+        let pool = eventhost::database::connect(&db.url, 4).await.unwrap();
+        eventhost::database::migrate(&pool).await.unwrap();
+        let runtime = Runtime::new(RuntimeSettings {
+            limits: Limits::default(),
+            auth: AuthBackend::Postgres,
+            admin_pool: pool.clone(),
+        })
+        .unwrap();
+        let probe = runtime.load_file(&common::plugin_path("probe")).await.unwrap();
+        assert_eq!(probe.handle(&event("probe.insert", "x", json!({}))).await.outcome, Outcome::Ok);
+        hosts.push((db, pool, runtime, probe));
+    }
+    let (a, b) = (&hosts[0], &hosts[1]);
+    assert_ne!(a.3.role(), b.3.role(), "two databases share a plugin role");
+    for (_, pool, _, probe) in &hosts {
+        let owner: String = sqlx::query_scalar("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1")
+            .bind(probe.schema())
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(&owner, probe.role());
+    }
+
+    // A second host on the first database, its URL spelled differently, agrees on the role
+    // and leaves the credentials as they are.
+    let url = a.0.url.replace("127.0.0.1", "localhost");
+    assert_ne!(url, a.0.url);
+    let pool = eventhost::database::connect(&url, 4).await.unwrap();
+    let before: String = sqlx::query_scalar("SELECT password FROM eventhost_plugin_roles WHERE plugin = 'probe'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let other = Runtime::new(RuntimeSettings {
+        limits: Limits::default(),
+        auth: AuthBackend::Postgres,
+        admin_pool: pool.clone(),
+    })
+    .unwrap();
+    let again = other.load_file(&common::plugin_path("probe")).await.unwrap();
+    assert_eq!(again.role(), a.3.role());
+    let (verifier, after): (String, String) = sqlx::query_as(
+        "SELECT a.rolpassword, r.password FROM pg_authid a JOIN eventhost_plugin_roles r ON r.role = a.rolname::text WHERE r.plugin = 'probe'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(before, after);
+    assert!(scram_matches(&verifier, &after), "the role's password is not the stored one");
+    assert_eq!(again.handle(&event("probe.insert", "x", json!({}))).await.outcome, Outcome::Ok);
+    assert_eq!(a.3.handle(&event("probe.insert", "x", json!({}))).await.outcome, Outcome::Ok);
+    drop((again, other));
+    pool.close().await;
+    for (db, pool, _, _) in hosts {
+        pool.close().await;
+        db.drop_now().await.unwrap();
+    }
+}
