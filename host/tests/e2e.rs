@@ -3,10 +3,7 @@
 
 mod common;
 
-use common::outbox::amqp_url;
-use common::serve::ServeWorld;
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use common::serve::{cloud_event, ServeWorld};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,40 +152,6 @@ async fn on_read_repair_creates_missing_stats_once() {
 }
 
 /// Publishes `body` to the world's exchange as a plain AMQP client would.
-async fn publish(world: &ServeWorld, routing_key: &str, body: &[u8], message_id: Option<&str>) {
-    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let channel = conn.create_channel().await.expect("channel");
-    let mut properties = BasicProperties::default().with_delivery_mode(2);
-    if let Some(id) = message_id {
-        properties = properties.with_message_id(id.into());
-    }
-    channel
-        .basic_publish(
-            world.exchange.as_str().into(),
-            routing_key.into(),
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("published");
-    conn.close(200, "done".into()).await.expect("close");
-}
-
-fn cloud_event(id: Uuid, event_type: &str, subject: &str, data: Value) -> Vec<u8> {
-    json!({
-        "specversion": "1.0", "id": id.to_string(), "source": "e2e-test", "type": event_type,
-        "time": "2026-11-23T12:00:00Z", "subject": subject, "aggregatetype": "user",
-        "datacontenttype": "application/json", "data": data,
-    })
-    .to_string()
-    .into_bytes()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_message_published_twice_has_one_effect() {
     let world = ServeWorld::start(&["user_stats", "audit_log"]).await;
@@ -199,8 +162,8 @@ async fn the_same_message_published_twice_has_one_effect() {
         &user.to_string(),
         json!({ "userId": user, "role": "user" }),
     );
-    publish(&world, "user.created", &body, Some(&event_id.to_string())).await;
-    publish(&world, "user.created", &body, Some(&event_id.to_string())).await;
+    world.publish("user.created", &body, Some(&event_id.to_string())).await;
+    world.publish("user.created", &body, Some(&event_id.to_string())).await;
     for plugin in ["user-stats", "audit-log"] {
         world
             .wait_metric("eventhost_plugin_duplicates_total", plugin, 1.0, WAIT)
@@ -228,20 +191,20 @@ async fn failures_become_dead_letters_with_reasons_and_replay_after_a_fix() {
     let subject = Uuid::new_v4().to_string();
     let gated = Uuid::new_v4();
     let retried = Uuid::new_v4();
-    publish(&world, "probe.gated", b"{ this is not json", None).await;
+    world.publish("probe.gated", b"{ this is not json", None).await;
     let body = cloud_event(gated, "probe.gated", &subject, json!({ "key": "blue" }));
-    publish(&world, "probe.gated", &body, Some(&gated.to_string())).await;
+    world.publish("probe.gated", &body, Some(&gated.to_string())).await;
     let body = cloud_event(
         retried,
         "probe.retry",
         &Uuid::new_v4().to_string(),
         json!({}),
     );
-    publish(&world, "probe.retry", &body, Some(&retried.to_string())).await;
+    world.publish("probe.retry", &body, Some(&retried.to_string())).await;
     // The consumer keeps going after them.
     let fine = Uuid::new_v4();
     let body = cloud_event(fine, "probe.insert", &Uuid::new_v4().to_string(), json!({}));
-    publish(&world, "probe.insert", &body, Some(&fine.to_string())).await;
+    world.publish("probe.insert", &body, Some(&fine.to_string())).await;
     let note =
         |id: Uuid| format!("SELECT count(*) FROM plugin_probe.notes WHERE event_id = '{id}'");
     world.wait_count(&note(fine), 1, WAIT).await;

@@ -464,3 +464,50 @@ async fn plugin_roles_are_unique_per_database_and_hosts_agree_on_them() {
         db.drop_now().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn plugin_invoke_runs_each_event_in_a_clean_sandbox() {
+    use eventhost::fixtures::ScratchDatabase;
+    let db = ScratchDatabase::create(&common::server_url(), "eventhost_test").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let escape = event("probe.end-transaction", "x", json!("COMMIT"));
+    let files: Vec<_> = [
+        event("probe.dirty-session", "x", json!({})),
+        event("probe.session-report", "x", json!({})),
+        escape.clone(),
+        event("probe.advisory-lock", "x", json!({ "key": 7 })),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, e)| {
+        let path = dir.path().join(format!("{i}.json"));
+        std::fs::write(&path, e.to_json().to_string()).unwrap();
+        path
+    })
+    .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eventhost"))
+        .args(["plugin", "invoke", "--statement-timeout", "1s"])
+        .arg(common::plugin_path("probe"))
+        .args(&files)
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains("probe.dirty-session") && lines[0].ends_with(")") && lines[0].contains("-> ok"), "{stdout}");
+    let report: Value = serde_json::from_str(lines[2].split_once("] ").unwrap().1).unwrap();
+    assert_eq!(report["statement_timeout"], "1s", "{stdout}");
+    assert_eq!(report["listening"], 0, "{stdout}");
+    assert_eq!(report["temp_tables"], 0, "{stdout}");
+    assert!(stdout.contains("-> permanent: sandbox: `COMMIT` is refused"), "{stdout}");
+    assert!(stdout.contains("-> permanent: 42501"), "{stdout}");
+    let pool = eventhost::database::connect(&db.url, 1).await.unwrap();
+    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM plugin_probe.notes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(notes, 0, "the escape attempt committed");
+    pool.close().await;
+    db.drop_now().await.unwrap();
+}

@@ -72,7 +72,7 @@ impl Default for Limits {
             epoch_tick: Duration::from_millis(5),
             max_instances: 512,
             deliveries_per_plugin: 8,
-            reads_per_plugin: 16,
+            reads_per_plugin: 8,
             db_connections: 4,
             db_read_connections: 4,
             db_work_mem_kib: 4096,

@@ -35,6 +35,17 @@ fn free_port() -> u16 {
         .expect("a free local port")
 }
 
+/// A structured CloudEvent body.
+pub fn cloud_event(id: Uuid, event_type: &str, subject: &str, data: Value) -> Vec<u8> {
+    serde_json::json!({
+        "specversion": "1.0", "id": id.to_string(), "source": "e2e-test", "type": event_type,
+        "time": "2026-11-23T12:00:00Z", "subject": subject, "aggregatetype": "user",
+        "datacontenttype": "application/json", "data": data,
+    })
+    .to_string()
+    .into_bytes()
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_eventhost")
 }
@@ -192,6 +203,32 @@ listen = "127.0.0.1:{auth_port}"
     }
 
     /// GET on the host's API: status and body as JSON (`Null` when not JSON).
+    /// Publishes a persistent message to the world's exchange and waits for the confirm.
+    pub async fn publish(&self, routing_key: &str, body: &[u8], message_id: Option<&str>) {
+        use lapin::options::BasicPublishOptions;
+        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let channel = conn.create_channel().await.expect("channel");
+        let mut properties = lapin::BasicProperties::default().with_delivery_mode(2);
+        if let Some(id) = message_id {
+            properties = properties.with_message_id(id.into());
+        }
+        channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("published");
+        conn.close(200, "done".into()).await.expect("close");
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self
             .http

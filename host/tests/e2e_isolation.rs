@@ -1,0 +1,67 @@
+//! The sandbox through the real `eventhost serve`: a hostile plugin flooding its own reads
+//! and trying to end the host's transaction does not fail another plugin's reads or
+//! deliveries.
+
+mod common;
+
+use common::serve::{cloud_event, ServeWorld};
+use serde_json::json;
+use std::time::Duration;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_plugin_under_serve_fails_only_itself() {
+    let world = ServeWorld::start(&["user_stats", "probe"]).await;
+    let world = std::sync::Arc::new(world);
+    // 300 slow reads of the probe at once: more than the whole instance pool held before
+    // plugins had shares, and far more than the probe's share.
+    let flood: Vec<_> = (0..300)
+        .map(|_| {
+            let world = world.clone();
+            tokio::spawn(async move { world.get("/plugins/probe/sleep/300").await.0 })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Meanwhile: registrations reach user-stats, and its reads answer.
+    let mut users = Vec::new();
+    for i in 0..5 {
+        let id = world.register(&format!("flood{i}@example.com")).await.expect("register");
+        let (status, body) = world.get(&format!("/plugins/user-stats/stats/{id}")).await;
+        assert_eq!(status, 200, "a user-stats read failed during the flood: {body}");
+        users.push(id);
+    }
+    // And the probe's attempt to commit its own way is dead-lettered at once.
+    let escape = Uuid::new_v4();
+    let body = cloud_event(escape, "probe.end-transaction", "x", json!("COMMIT"));
+    world.publish("probe.end-transaction", &body, Some(&escape.to_string())).await;
+
+    // Handled by the event path (the reads above may have made the rows first).
+    world.wait_metric("eventhost_plugin_handled_total", "user-stats", 5.0, WAIT).await;
+    world.wait_metric("eventhost_plugin_dead_lettered_total", "probe", 1.0, WAIT).await;
+    for metric in ["eventhost_plugin_retried_total", "eventhost_plugin_dead_lettered_total"] {
+        assert_eq!(world.metric(metric, "user-stats").await, 0.0, "{metric}: {}", world.log());
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for task in flood {
+        *statuses.entry(task.await.unwrap()).or_insert(0) += 1;
+    }
+    // The flood is the probe's own problem: its reads either ran or were turned away
+    // (503) once its share and its connections were busy for too long.
+    assert!(
+        statuses.keys().all(|s| *s == 200 || *s == 503) && statuses.get(&200) > Some(&0),
+        "{statuses:?}\n{}",
+        world.log()
+    );
+    assert_eq!(
+        world.count("SELECT count(*) FROM plugin_probe.notes").await,
+        0,
+        "the escape attempt committed"
+    );
+    let (code, out) = world.cli(&["dlq", "list", "probe", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("sandbox") && out.contains("COMMIT"), "{out}");
+    std::sync::Arc::into_inner(world).expect("no other owner").finish().await;
+}
