@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The benchmarks (release build); each prints the figures recorded in BENCHMARKS.md.
-#   bash scripts/bench.sh          both
+#   bash scripts/bench.sh          all of them
 #   bash scripts/bench.sh invoke   plugin invocation (issue 3)
 #   bash scripts/bench.sh relay    outbox relay throughput and latency (issue 4)
 #   bash scripts/bench.sh pipeline end to end through both plugins, WASM vs native (issue 5)
+#   bash scripts/bench.sh memory   host RSS while a plugin asks for 1 GiB of rows (issue 11)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
@@ -18,4 +19,8 @@ fi
 if [[ "$which" == all || "$which" == pipeline ]]; then
   bash scripts/build-plugins.sh
   cargo bench --locked -p eventhost --bench pipeline
+fi
+if [[ "$which" == all || "$which" == memory ]]; then
+  bash scripts/build-plugins.sh
+  cargo bench --locked -p eventhost --bench memory
 fi
