@@ -191,7 +191,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,eventhost=info,plugin=info".into()),
+                .unwrap_or_else(|_| "warn,eventhost=info,plugin=info,sqlx::postgres::notice=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -29,14 +29,21 @@ async fn report(probe: &Plugin) -> Value {
     serde_json::from_str(&invocation.logs.last().expect("a report").1).unwrap()
 }
 
-async fn read(probe: &Plugin, path: &str) -> (u16, Value) {
+async fn read_with(
+    plugin: &Plugin,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Result<eventhost::runtime::ReadResponse, Outcome> {
     let request = ReadRequest {
         method: "GET".into(),
         path: path.into(),
-        query: Vec::new(),
+        query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     };
-    let (answer, _) = probe.read(request).await;
-    let answer = answer.expect("the read ran");
+    plugin.read(request).await.0
+}
+
+async fn read(probe: &Plugin, path: &str) -> (u16, Value) {
+    let answer = read_with(probe, path, &[]).await.expect("the read ran");
     let body = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     (answer.status, body)
 }
@@ -145,7 +152,17 @@ async fn settings_written_on_the_plugin_role_have_no_effect_and_are_wiped() {
     assert_eq!(role_state(&host, probe.role()).await, (0, true));
     let attack = probe.handle(&event("probe.role-settings", "x", json!({}))).await;
     assert_eq!(attack.outcome, Outcome::Ok, "{:?}", attack.logs);
-    // The next invocation's session neither carries them nor leaves them on the role.
+    // They do not reach the sessions the plugin already has.
+    assert_clean(&report(&probe).await, probe.schema());
+    // A new session finds them, has them wiped and starts over clean. (The pooled
+    // connection is killed here to force one; its next use fails once, as any dead
+    // connection does.)
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+        .bind(probe.role())
+        .execute(&host.pool)
+        .await
+        .unwrap();
+    let _ = probe.handle(&event("probe.insert", "x", json!({}))).await;
     assert_clean(&report(&probe).await, probe.schema());
     assert_eq!(role_state(&host, probe.role()).await.0, 0, "role settings survived");
     // A reload puts the host's password back.
@@ -268,6 +285,9 @@ async fn what_a_plugin_hands_the_host_is_bounded() {
         log_message_bytes: 100,
         reason_bytes: 1000,
         max_subscriptions: 100,
+        read_body_bytes: 1000,
+        read_headers: 5,
+        read_header_bytes: 100,
         ..Limits::default()
     };
     let host = TestHost::start(limits, AuthBackend::Postgres).await;
@@ -285,6 +305,20 @@ async fn what_a_plugin_hands_the_host_is_bounded() {
     }
     // The cut-off connection is not reused half-read.
     assert_eq!(probe.handle(&rows(5, 5)).await.outcome, Outcome::Ok);
+    // Values chosen to break a decoder, and a statement too long to cache, are errors.
+    let long = format!("SELECT '{}'", "x".repeat(100_000));
+    for (sql, expect) in [
+        ("SELECT 'infinity'::timestamptz", "timestamp out of the range"),
+        ("SELECT '-infinity'::timestamp", "timestamp out of the range"),
+        (long.as_str(), "db_statement_bytes"),
+    ] {
+        let outcome = probe.handle(&event("probe.sql", "x", json!([sql]))).await.outcome;
+        assert!(
+            matches!(&outcome, Outcome::Permanent(r) if r.contains(expect)),
+            "{}: {outcome:?}",
+            &sql[..40.min(sql.len())]
+        );
+    }
 
     let flood = probe
         .handle(&event("probe.log-flood", "x", json!({ "count": 5000, "bytes": 10_000 })))
@@ -300,6 +334,25 @@ async fn what_a_plugin_hands_the_host_is_bounded() {
         .reason()
         .unwrap();
     assert!(reason.len() < 1100, "a reason of {} bytes", reason.len());
+
+    // A read's answer over a cap is refused, and the read's write rolled back with it.
+    let notes = || async { probe.query_json("SELECT 1 FROM notes").await.unwrap().len() };
+    let before = notes().await;
+    let fine = read_with(&probe, "answer", &[("status", "200"), ("body", "10"), ("headers", "2")]).await;
+    assert_eq!(fine.map(|a| (a.status, a.body.len(), a.headers.len())), Ok((200, 10, 2)));
+    assert_eq!(notes().await, before + 1);
+    for (query, cap) in [
+        (&[("status", "200"), ("body", "5000")][..], "read_body_bytes"),
+        (&[("status", "200"), ("headers", "6")][..], "read_headers"),
+    ] {
+        let refused = read_with(&probe, "answer", query).await;
+        assert!(
+            matches!(&refused, Err(Outcome::Permanent(r)) if r.contains(cap)),
+            "{query:?}: {:?}",
+            refused.map(|a| a.status)
+        );
+        assert_eq!(notes().await, before + 1, "{query:?}: the refused read's write committed");
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("many_subs.wasm");

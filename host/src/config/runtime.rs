@@ -18,6 +18,7 @@ use std::time::Duration;
 ///   set at connection start and restored after every invocation.
 /// * `db_max_rows` / `db_max_result_bytes`: what one `db.query` may return; the rows are
 ///   streamed from PostgreSQL and the statement fails as soon as either is passed.
+///   `db_statement_bytes`: the SQL text of one statement.
 /// * `log_messages` / `log_message_bytes`, `reason_bytes`, `max_subscriptions`,
 ///   `read_body_bytes` / `read_headers` / `read_header_bytes`: what a plugin may hand back.
 /// * `deliveries_per_plugin` / `reads_per_plugin`: instances of one plugin running at
@@ -51,6 +52,8 @@ pub struct Limits {
     pub db_work_mem_kib: u32,
     pub db_max_rows: usize,
     pub db_max_result_bytes: usize,
+    /// Bytes of one statement's SQL text.
+    pub db_statement_bytes: usize,
     pub log_messages: usize,
     pub log_message_bytes: usize,
     pub reason_bytes: usize,
@@ -78,6 +81,7 @@ impl Default for Limits {
             db_work_mem_kib: 4096,
             db_max_rows: 10_000,
             db_max_result_bytes: 8 << 20,
+            db_statement_bytes: 64 << 10,
             log_messages: 1000,
             log_message_bytes: 8 << 10,
             reason_bytes: 4 << 10,
@@ -123,6 +127,7 @@ impl Limits {
             ("db_read_connections", self.db_read_connections as usize),
             ("db_max_rows", self.db_max_rows),
             ("db_max_result_bytes", self.db_max_result_bytes),
+            ("db_statement_bytes", self.db_statement_bytes),
             ("log_message_bytes", self.log_message_bytes),
             ("reason_bytes", self.reason_bytes),
             ("max_subscriptions", self.max_subscriptions),

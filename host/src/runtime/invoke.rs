@@ -179,11 +179,12 @@ impl Plugin {
         let caps = ResultCaps {
             max_rows: limits.db_max_rows,
             max_bytes: limits.db_max_result_bytes,
+            max_statement: limits.db_statement_bytes,
         };
         let db = DbSession::new(
             self.pool(work).clone(),
             shared.admin_pool.clone(),
-            self.identity.role.clone(),
+            self.identity.clone(),
             caps,
         );
         let limiter = InvocationLimiter {

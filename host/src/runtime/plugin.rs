@@ -53,7 +53,7 @@ pub struct NameError(String);
 pub struct Plugin {
     pub(super) name: PluginName,
     pub(super) runtime: Runtime,
-    pub(super) identity: PluginIdentity,
+    pub(super) identity: Arc<PluginIdentity>,
     /// Its own connections, one pool per kind of work, so its reads cannot take the
     /// connections its deliveries need.
     pub(super) delivery_pool: PgPool,
@@ -133,8 +133,8 @@ impl Runtime {
         let reader = reader::GuestIndices::new(&pre).ok();
 
         let share = shared.ledger.share(&name, &shared.limits)?;
-        let identity = provision::provision(&shared.admin_pool, &name, &shared.limits).await?;
-        let pool = |size| provision::plugin_pool(&shared.admin_options, &identity, &shared.limits, size);
+        let identity = Arc::new(provision::provision(&shared.admin_pool, &name, &shared.limits).await?);
+        let pool = |size| provision::plugin_pool(&shared.admin_pool, &identity, &shared.limits, size);
         let (delivery_pool, read_pool) = (
             pool(shared.limits.db_connections),
             pool(shared.limits.db_read_connections),

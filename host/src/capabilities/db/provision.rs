@@ -12,6 +12,7 @@ use crate::runtime::PluginName;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,42 @@ fn legacy_role_name(plugin: &PluginName, database: &str) -> String {
     role
 }
 
+/// The SCRAM-SHA-256 verifier of `password`, as PostgreSQL stores it: the host sends this
+/// instead of the password, so no statement it runs (or logs, when slow) carries the
+/// password itself.
+fn scram_verifier(password: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    const ITERATIONS: u32 = 4096;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mac = |key: &[u8], data: &[u8]| {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
+        m.update(data);
+        m.finalize().into_bytes()
+    };
+    let salt = *uuid::Uuid::new_v4().as_bytes();
+    let mut block = salt.to_vec();
+    block.extend_from_slice(&1u32.to_be_bytes());
+    let mut u = mac(password.as_bytes(), &block);
+    let mut salted = u;
+    for _ in 1..ITERATIONS {
+        u = mac(password.as_bytes(), &u);
+        salted.iter_mut().zip(u.iter()).for_each(|(s, x)| *s ^= x);
+    }
+    let stored = Sha256::digest(mac(&salted, b"Client Key"));
+    let server = mac(&salted, b"Server Key");
+    format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored),
+        b64.encode(server)
+    )
+}
+
+/// How long the host waits for a lock on a plugin's role (a plugin can hold one in an
+/// open transaction by altering its own role) before giving up on this attempt.
+const ROLE_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '3s'";
+
 /// The advisory lock functions. Plugins may not call them: advisory locks share one key
 /// space per database, so a plugin holding a key could block the host (outbox writers,
 /// the purge, provisioning) or another plugin. Unlocking stays allowed (it is harmless).
@@ -145,6 +182,7 @@ pub async fn provision(
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('eventhost.provision'))")
         .await
         .map_err(setup("?"))?;
+    tx.execute(ROLE_LOCK_TIMEOUT).await.map_err(setup("?"))?;
     seal_advisory_locks(&mut *tx).await?;
     let id = identity(&mut *tx, plugin, &schema).await.map_err(setup("?"))?;
     assert_role(&mut *tx, &id, limits).await?;
@@ -239,11 +277,11 @@ pub async fn assert_role(
                 role: id.role.clone(),
                 source,
             })?;
-    // Identifiers are built from [a-z0-9_] only and the password is hex, so they are safe
-    // to splice; DDL takes no bind parameters. Not logged: it carries the password.
+    // Identifiers are built from [a-z0-9_] only and the verifier is base64, so they are
+    // safe to splice; DDL takes no bind parameters.
     let attributes = format!(
         "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {} PASSWORD '{}'",
-        limits.role_connection_limit(), id.password
+        limits.role_connection_limit(), scram_verifier(&id.password)
     );
     let verb = if exists { "ALTER" } else { "CREATE" };
     conn.execute(format!("{verb} ROLE {} WITH {attributes}", id.role).as_str())
@@ -297,19 +335,27 @@ async fn wipe_settings(conn: &mut PgConnection, role: &str) -> Result<(), sqlx::
     Ok(())
 }
 
-/// [`wipe_settings`] on a connection of the host's pool.
-pub async fn wipe_role_settings(admin: &PgPool, role: &str) -> Result<(), sqlx::Error> {
-    let mut conn = admin.acquire().await?;
-    wipe_settings(&mut conn, role).await
+/// Puts the host's password back on the role and wipes its settings: what a plugin may
+/// change about its own role, undone while it runs (a refused login, a dirty session).
+pub async fn repair(admin: &PgPool, id: &PluginIdentity) -> Result<(), sqlx::Error> {
+    let mut tx = admin.begin().await?;
+    tx.execute(ROLE_LOCK_TIMEOUT).await?;
+    let password = format!("ALTER ROLE {} PASSWORD '{}'", id.role, scram_verifier(&id.password));
+    tx.execute(password.as_str()).await?;
+    wipe_settings(&mut *tx, &id.role).await?;
+    tx.commit().await
 }
 
 /// Re-asserts the role after the plugin's own SQL ran (its migrations).
 pub async fn reassert(admin: &PgPool, id: &PluginIdentity, limits: &Limits) -> Result<(), ProvisionError> {
-    let mut conn = admin.acquire().await.map_err(|source| ProvisionError::Attributes {
+    let failed = |source| ProvisionError::Attributes {
         role: id.role.clone(),
         source,
-    })?;
-    assert_role(&mut conn, id, limits).await
+    };
+    let mut tx = admin.begin().await.map_err(failed)?;
+    tx.execute(ROLE_LOCK_TIMEOUT).await.map_err(failed)?;
+    assert_role(&mut *tx, id, limits).await?;
+    tx.commit().await.map_err(failed)
 }
 
 /// How the plugin's connections log in: as its role, with its schema on the search path
@@ -333,19 +379,45 @@ pub fn connect_options(
             ("statement_timeout", timeout_ms.as_str()),
             ("lock_timeout", timeout_ms.as_str()),
             ("idle_in_transaction_session_timeout", idle_ms.as_str()),
+            // Set here so a role setting cannot close idle pooled connections under us.
+            ("idle_session_timeout", "0"),
             ("work_mem", work_mem.as_str()),
+            // Notices a plugin raises would otherwise reach the host's log, unbounded.
+            ("client_min_messages", "error"),
         ])
         .log_statements(tracing::log::LevelFilter::Trace)
+        // sqlx would log a slow statement's full text at WARN: the plugin's, unbounded.
+        .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(1))
 }
+
+/// Settings written on the role apply to every session that logs in after: a new
+/// connection that finds any wipes them and is dropped; the pool then connects again.
+const ROLE_SETTINGS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting \
+     WHERE setrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user))";
 
 /// One of the plugin's own small pools, so one plugin cannot starve others of connections.
 pub fn plugin_pool(
-    admin_options: &PgConnectOptions,
-    id: &PluginIdentity,
+    admin: &PgPool,
+    id: &Arc<PluginIdentity>,
     limits: &Limits,
     size: u32,
 ) -> PgPool {
+    let (repair_pool, repair_id) = (admin.clone(), id.clone());
     PgPoolOptions::new()
+        .after_connect(move |conn, _| {
+            let (admin, id) = (repair_pool.clone(), repair_id.clone());
+            Box::pin(async move {
+                let carried: bool = sqlx::query_scalar(ROLE_SETTINGS).fetch_one(&mut *conn).await?;
+                if carried {
+                    tracing::warn!(role = %id.role, "the plugin's role had settings of its own; wiped them");
+                    repair(&admin, &id).await?;
+                    return Err(sqlx::Error::Protocol(
+                        "the session carried settings written on the plugin's role".into(),
+                    ));
+                }
+                Ok(())
+            })
+        })
         .max_connections(size)
         .min_connections(0)
         // No ping before each use: it is a round trip per invocation, and a dead
@@ -353,7 +425,7 @@ pub fn plugin_pool(
         .test_before_acquire(false)
         .acquire_timeout(limits.wall_time.min(Duration::from_secs(30)))
         .idle_timeout(Duration::from_secs(300))
-        .connect_lazy_with(connect_options(admin_options, id, limits))
+        .connect_lazy_with(connect_options(&admin.connect_options(), id, limits))
 }
 
 #[cfg(test)]
@@ -371,6 +443,14 @@ mod tests {
         let name = role_name(&long, &"d".repeat(60), u32::MAX);
         assert!(name.len() <= 63, "{name}");
         assert!(name.ends_with(&format!("_{}__{}", u32::MAX, "a".repeat(40))));
+    }
+
+    #[test]
+    fn verifiers_are_salted_and_never_carry_the_password() {
+        let (a, b) = (scram_verifier("pw-123"), scram_verifier("pw-123"));
+        assert!(a.starts_with("SCRAM-SHA-256$4096:"), "{a}");
+        assert_ne!(a, b, "a fresh salt each time");
+        assert!(!a.contains("pw-123"));
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! nothing is left; a connection that is not clean (or whose role has acquired settings)
 //! is closed instead of used.
 
-use super::provision;
+use super::provision::{self, PluginIdentity};
 use super::statement::refused_keyword;
-use super::values::{bind, decode_row, error, signature, value_bytes};
+use super::values::{bind, decode_row, error, row_bytes, signature};
 use crate::runtime::bindings::db::{DbError, Rows, Value};
 use futures_lite::stream::StreamExt;
 use sqlx::pool::PoolConnection;
@@ -20,19 +20,19 @@ use sqlx::query::Query;
 use sqlx::{Column, Connection, Executor, Row, Statement};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Opens the transaction and reports, in the same round trip, what an earlier
-/// invocation could have left on this connection (all zero / false on a clean one).
-const BEGIN: &str = "BEGIN; SELECT pg_backend_pid(), \
-    (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) \
-    + (SELECT count(*) FROM pg_listening_channels()) \
-    + (SELECT count(*) FROM pg_cursors WHERE name <> '') \
-    + (CASE WHEN pg_my_temp_schema() = 0 THEN 0 \
-       ELSE (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()) END), \
-    (SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql), \
-    EXISTS (SELECT 1 FROM pg_db_role_setting WHERE setrole = current_user::regrole)";
+/// Opens the transaction and reports, in the same round trip, the named prepared
+/// statements on this connection: ones made by SQL (`PREPARE` run through a function or a
+/// `DO` block) are an earlier invocation's, and fewer protocol-level ones than sqlx has
+/// cached means one was deallocated under it. Everything else a session can carry over is
+/// cleared by [`reset!`] at the end of each transaction, and role settings are checked when
+/// a connection is made (`provision::plugin_pool`).
+const BEGIN: &str = "BEGIN; SELECT pg_catalog.pg_backend_pid(), \
+    count(*) FILTER (WHERE p.from_sql), count(*) FILTER (WHERE NOT p.from_sql) \
+    FROM pg_catalog.pg_prepared_statement() p";
 
 /// After the host's `COMMIT` / `ROLLBACK`, in the same round trip: back to the settings
 /// the host connected with, and nothing else carried to the next invocation.
@@ -41,17 +41,23 @@ macro_rules! reset {
         "RESET ALL; UNLISTEN *; CLOSE ALL; DISCARD TEMP; DISCARD SEQUENCES"
     };
 }
-const COMMIT_AND_RESET: &str = concat!("COMMIT; ", reset!());
+// Committing, the reset runs inside the transaction, before `COMMIT` (settings reset and
+// `UNLISTEN` take effect with it): if any part fails, nothing commits, so "commit failed"
+// is always true. Rolling back undoes the transaction's own `SET`s anyway; the reset after
+// it clears what is not transactional (sequence state, cursors held from earlier).
+const COMMIT_AND_RESET: &str = concat!(reset!(), "; COMMIT");
 const ROLLBACK_AND_RESET: &str = concat!("ROLLBACK; ", reset!());
 
 /// Connections tried per invocation before giving up on a pool of dirty ones.
 const MAX_CONNECT_TRIES: usize = 4;
 
-/// What one `db.query` may bring into the host.
+/// What one `db` call may bring into the host.
 #[derive(Debug, Clone, Copy)]
 pub struct ResultCaps {
     pub max_rows: usize,
     pub max_bytes: usize,
+    /// Bytes of one statement's SQL (prepared statements are cached per connection).
+    pub max_statement: usize,
 }
 
 /// Holds the invocation's transaction until the host commits or rolls it back.
@@ -63,7 +69,7 @@ pub struct ResultCaps {
 pub struct DbSession {
     plugin_pool: PgPool,
     admin_pool: PgPool,
-    role: String,
+    identity: Arc<PluginIdentity>,
     caps: ResultCaps,
     open: Option<OpenTx>,
     /// The plugin tried something only the host may do: the invocation fails permanently.
@@ -81,11 +87,16 @@ struct OpenTx {
 }
 
 impl DbSession {
-    pub fn new(plugin_pool: PgPool, admin_pool: PgPool, role: String, caps: ResultCaps) -> Self {
+    pub fn new(
+        plugin_pool: PgPool,
+        admin_pool: PgPool,
+        identity: Arc<PluginIdentity>,
+        caps: ResultCaps,
+    ) -> Self {
         Self {
             plugin_pool,
             admin_pool,
-            role,
+            identity,
             caps,
             open: None,
             violation: None,
@@ -120,18 +131,26 @@ impl DbSession {
     /// A clean connection with the transaction begun. A connection that carries anything
     /// from an earlier invocation is closed and another one taken.
     async fn begin(&mut self) -> Result<OpenTx, DbError> {
+        let mut repaired = false;
         for _ in 0..MAX_CONNECT_TRIES {
-            let mut conn = self
-                .plugin_pool
-                .acquire()
-                .await
-                .map_err(|e| error(format!("no database connection for the plugin: {e}")))?;
+            let mut conn = match self.plugin_pool.acquire().await {
+                Ok(conn) => conn,
+                // PostgreSQL refused the login itself: the plugin may have changed its
+                // role's password, or written a setting that fails every login. The host's
+                // role definition wins; then try once more.
+                Err(sqlx::Error::Database(e)) if !repaired => {
+                    tracing::warn!(role = %self.identity.role, error = %e, "a plugin login was refused; restoring the role");
+                    self.repair().await?;
+                    repaired = true;
+                    continue;
+                }
+                Err(e) => return Err(error(format!("no database connection for the plugin: {e}"))),
+            };
             let state = match begin(&mut conn).await.and_then(|row| {
                 Ok((
                     row.try_get::<i32, _>(0)?,
                     row.try_get::<i64, _>(1)?,
                     row.try_get::<i64, _>(2)?,
-                    row.try_get::<bool, _>(3)?,
                 ))
             }) {
                 Ok(state) => state,
@@ -140,30 +159,38 @@ impl DbSession {
                     return Err(to_db_error(e));
                 }
             };
-            let (backend_pid, leftovers, protocol_statements, role_settings) = state;
+            let (backend_pid, leftovers, protocol_statements) = state;
             let cached = conn.cached_statements_size() as i64;
-            if leftovers == 0 && protocol_statements == cached && !role_settings {
+            if leftovers == 0 && protocol_statements == cached {
                 return Ok(OpenTx { conn, backend_pid });
             }
-            // Settings written on the plugin's role apply to every new session: wipe
-            // them now, then start over on a fresh connection.
             tracing::warn!(
-                role = %self.role, leftovers, protocol_statements, cached, role_settings,
-                "a plugin session was not clean; closing it"
+                role = %self.identity.role, leftovers, protocol_statements, cached,
+                "a plugin session kept prepared statements from an earlier invocation; closing it"
             );
             conn.close_on_drop();
-            drop(conn);
-            if role_settings {
-                provision::wipe_role_settings(&self.admin_pool, &self.role)
-                    .await
-                    .map_err(|e| error(format!("could not reset the plugin role: {e}")))?;
-            }
         }
         Err(error("no clean database connection for the plugin"))
     }
 
+    async fn repair(&self) -> Result<(), DbError> {
+        provision::repair(&self.admin_pool, &self.identity)
+            .await
+            .map_err(|e| error(format!("could not restore the plugin role: {e}")))
+    }
+
     /// Refuses what only the host may do; the refusal also fails the invocation.
     fn screen(&mut self, sql: &str) -> Result<(), DbError> {
+        if sql.len() > self.caps.max_statement {
+            return Err(DbError {
+                code: "54000".into(),
+                message: format!(
+                    "a statement of {} bytes exceeds limits.db_statement_bytes ({})",
+                    sql.len(),
+                    self.caps.max_statement
+                ),
+            });
+        }
         if let Some(keyword) = refused_keyword(sql) {
             let reason = format!(
                 "sandbox: `{keyword}` is refused; transactions and prepared statements are the host's (each invocation runs in one transaction the host commits)"
@@ -215,20 +242,24 @@ impl DbSession {
                     return Err(self.note(e));
                 }
             };
-            let values = match decode_row(&row) {
-                Ok(values) => values,
-                // The rest of the result is still on the wire.
-                Err(e) => break Some((e.message.clone(), e)),
-            };
-            bytes += values.iter().map(value_bytes).sum::<usize>();
-            rows.push(values);
-            if rows.len() > caps.max_rows {
+            // Counted as received, before decoding makes a copy.
+            bytes += row_bytes(&row);
+            if rows.len() == caps.max_rows {
                 let m = format!("the query returned more than limits.db_max_rows ({}) rows", caps.max_rows);
                 break Some((m.clone(), limit_error(m)));
             }
             if bytes > caps.max_bytes {
                 let m = format!("the query returned more than limits.db_max_result_bytes ({}) bytes", caps.max_bytes);
                 break Some((m.clone(), limit_error(m)));
+            }
+            // A decoder that panics on a value the plugin chose must not take the host's
+            // task with it.
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_row(&row)))
+                .unwrap_or_else(|_| Err(error("a value could not be decoded")));
+            match decoded {
+                Ok(values) => rows.push(values),
+                // The rest of the result is still on the wire.
+                Err(e) => break Some((e.message.clone(), e)),
             }
         };
         drop(stream);

@@ -2,7 +2,7 @@
 
 use crate::runtime::bindings::db::{DbError, Value};
 use sqlx::postgres::types::Oid;
-use sqlx::postgres::{PgArguments, PgRow, PgTypeInfo, PgValueRef, Postgres};
+use sqlx::postgres::{PgArguments, PgRow, PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
 use sqlx::query::Query;
 use sqlx::{Column, Decode, Encode, Row, Type, TypeInfo, ValueRef};
 
@@ -131,9 +131,11 @@ fn decode_cell(row: &PgRow, i: usize) -> Result<Value, DbError> {
         FLOAT4 => Value::Float64(get::<f32>(raw)?.into()),
         FLOAT8 => Value::Float64(get(raw)?),
         TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN => Value::Text(get(raw)?),
-        JSON | JSONB => Value::Json(get::<sqlx::types::Json<serde_json::Value>>(raw)?.0.to_string()),
-        TIMESTAMPTZ => Value::Timestamp(rfc3339(get::<chrono::DateTime<chrono::Utc>>(raw)?)),
-        TIMESTAMP => Value::Timestamp(rfc3339(get::<chrono::NaiveDateTime>(raw)?.and_utc())),
+        // Passed through as text: parsing a plugin's JSON would multiply it in memory.
+        JSON | JSONB => Value::Json(json_text(raw, oid == JSONB).map_err(|e| cell_error(column.name(), &e))?),
+        TIMESTAMPTZ | TIMESTAMP => {
+            Value::Timestamp(timestamp(raw).map_err(|e| cell_error(column.name(), &e))?)
+        }
         UUID => Value::Uuid(get::<uuid::Uuid>(raw)?.to_string()),
         BYTEA => Value::Bytes(get(raw)?),
         VOID => Value::Null,
@@ -149,6 +151,47 @@ fn decode_cell(row: &PgRow, i: usize) -> Result<Value, DbError> {
     Ok(cell)
 }
 
+fn cell_error(column: &str, reason: &str) -> DbError {
+    error(format!("column `{column}`: {reason}"))
+}
+
+/// JSON as PostgreSQL sent it: text, or for `jsonb` in binary, a version byte then text.
+fn json_text(raw: PgValueRef<'_>, jsonb: bool) -> Result<String, String> {
+    let bytes = raw.as_bytes().map_err(|e| e.to_string())?;
+    let text = match (raw.format(), jsonb) {
+        (PgValueFormat::Binary, true) => match bytes.split_first() {
+            Some((1, rest)) => rest,
+            _ => return Err("unknown jsonb binary version".into()),
+        },
+        _ => bytes,
+    };
+    String::from_utf8(text.to_vec()).map_err(|e| e.to_string())
+}
+
+/// Microseconds from 2000-01-01 (PostgreSQL's epoch) to 1970-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// A timestamp, decoded by hand: `infinity` and dates chrono cannot hold are errors, never
+/// an overflow (which would panic in a plain `NaiveDateTime + TimeDelta`).
+fn timestamp(raw: PgValueRef<'_>) -> Result<String, String> {
+    let out_of_range = "timestamp out of the range db values carry; cast it in SQL (`::text`)";
+    if raw.format() == PgValueFormat::Text {
+        let text = raw.as_str().map_err(|e| e.to_string())?;
+        return Err(format!("{out_of_range}: {text}"));
+    }
+    let bytes: [u8; 8] = raw
+        .as_bytes()
+        .map_err(|e| e.to_string())?
+        .try_into()
+        .map_err(|_| "a timestamp must be 8 bytes".to_string())?;
+    let micros = i64::from_be_bytes(bytes);
+    micros
+        .checked_add(PG_EPOCH_MICROS)
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .map(rfc3339)
+        .ok_or_else(|| out_of_range.to_string())
+}
+
 fn get<'r, T: Decode<'r, Postgres>>(raw: PgValueRef<'r>) -> Result<T, DbError> {
     T::decode(raw).map_err(|e| error(format!("cannot decode column: {e}")))
 }
@@ -157,13 +200,17 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-/// What a value costs the host to hold, for `limits.db_max_result_bytes`: its payload plus
-/// a cell's bookkeeping.
-pub fn value_bytes(value: &Value) -> usize {
+/// What a row costs the host to hold, counted on the wire before it is decoded, for
+/// `limits.db_max_result_bytes`: its values plus a cell's bookkeeping.
+pub fn row_bytes(row: &PgRow) -> usize {
     const CELL: usize = 8;
-    CELL + match value {
-        Value::Text(s) | Value::Json(s) | Value::Timestamp(s) | Value::Uuid(s) => s.len(),
-        Value::Bytes(b) => b.len(),
-        _ => 0,
-    }
+    (0..row.len())
+        .map(|i| {
+            CELL + row
+                .try_get_raw(i)
+                .ok()
+                .and_then(|raw| raw.as_bytes().ok().map(<[u8]>::len))
+                .unwrap_or(0)
+        })
+        .sum()
 }

@@ -275,7 +275,8 @@ impl exports::eventhost::plugin::migrations::Guest for Probe {
 
 impl exports::eventhost::plugin::reader::Guest for Probe {
     /// `session`: the session report; `dirty`: dirties the session; `sleep/<ms>`: a slow
-    /// read; anything else: 200 "ok".
+    /// read; `answer?status=&headers=&body=`: writes a note, then answers with that
+    /// status, that many headers and a body of that many bytes; anything else: 200 "ok".
     fn read(request: Request) -> Response {
         let answer = |status: u16, body: String| Response {
             status,
@@ -293,6 +294,24 @@ impl exports::eventhost::plugin::reader::Guest for Probe {
                 query("SELECT pg_sleep($1)", &[Value::Float64(seconds)])
                     .map(|_| answer(200, "{}".into()))
                     .unwrap_or_else(|e| failed(sql_error(e)))
+            }
+            ("answer", _) => {
+                let param = |key: &str| {
+                    request
+                        .query
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .and_then(|(_, v)| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                if let Err(e) = execute("INSERT INTO notes (event_id) VALUES (gen_random_uuid())", &[]) {
+                    return failed(sql_error(e));
+                }
+                Response {
+                    status: param("status") as u16,
+                    headers: (0..param("headers")).map(|i| (format!("x-probe-{i}"), "v".into())).collect(),
+                    body: vec![b'x'; param("body") as usize],
+                }
             }
             _ => answer(200, "\"ok\"".into()),
         }
