@@ -223,6 +223,9 @@ async fn plugins_cannot_take_advisory_locks() {
 async fn a_plugin_cannot_end_the_hosts_transaction() {
     let host = TestHost::default().await;
     let probe = host.load("probe").await;
+    let create = "CREATE PROCEDURE probe_commit() LANGUAGE plpgsql AS $$ BEGIN COMMIT; END $$";
+    let made = probe.handle(&event("probe.sql", "x", json!([create]))).await.outcome;
+    assert_eq!(made, Outcome::Ok);
     let spellings = [
         "COMMIT",
         "commit work",
@@ -255,7 +258,7 @@ async fn a_plugin_cannot_end_the_hosts_transaction() {
             invocation.outcome
         );
         let notes = probe.query_json("SELECT event_id FROM notes").await.unwrap();
-        assert!(notes.is_empty(), "{sql:?} committed {notes:?}");
+        assert_eq!(notes.len(), 1, "{sql:?} committed {notes:?} (besides the procedure's note)");
         let inbox = probe
             .query_json(&format!("SELECT 1 FROM _eventhost_inbox WHERE event_id = '{}'", attempt.id))
             .await

@@ -186,6 +186,7 @@ impl Plugin {
             shared.admin_pool.clone(),
             self.identity.clone(),
             caps,
+            self.has_code.clone(),
         );
         let limiter = InvocationLimiter {
             memory: limits.memory,

@@ -11,6 +11,7 @@ use crate::capabilities::HostState;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use wasmtime::component::{Component, InstancePre};
 
@@ -59,6 +60,9 @@ pub struct Plugin {
     pub(super) delivery_pool: PgPool,
     pub(super) read_pool: PgPool,
     pub(super) share: Arc<Share>,
+    /// Whether its schema holds functions or procedures (or it has sent `CREATE` / `DO`):
+    /// only then can its sessions make prepared statements that the reset cannot clear.
+    pub(super) has_code: Arc<AtomicBool>,
     pub(super) pre: InstancePre<HostState>,
     pub(super) handler: handler::GuestIndices,
     pub(super) migrations: migrations::GuestIndices,
@@ -146,6 +150,7 @@ impl Runtime {
             delivery_pool,
             read_pool,
             share,
+            has_code: Arc::new(AtomicBool::new(false)),
             pre,
             handler,
             migrations,
@@ -180,6 +185,14 @@ impl Runtime {
         .await?;
         // Whatever the migrations did to the plugin's own role is undone.
         provision::reassert(&shared.admin_pool, &plugin.identity, &shared.limits).await?;
+        let has_code = provision::has_code(&shared.admin_pool, &plugin.identity)
+            .await
+            .map_err(|source| ProvisionError::Setup {
+                role: plugin.identity.role.clone(),
+                schema: plugin.identity.schema.clone(),
+                source,
+            })?;
+        plugin.has_code.store(has_code, Ordering::Relaxed);
         tracing::info!(
             plugin = %plugin.name, schema = %plugin.identity.schema, migrations_applied = applied,
             subscriptions = ?plugin.subscriptions, read_hook = plugin.reader.is_some(), "plugin loaded"

@@ -346,6 +346,17 @@ pub async fn repair(admin: &PgPool, id: &PluginIdentity) -> Result<(), sqlx::Err
     tx.commit().await
 }
 
+/// Whether the plugin's schema holds functions or procedures (code that can run SQL of
+/// its own choosing inside its sessions).
+pub async fn has_code(admin: &PgPool, id: &PluginIdentity) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1)",
+    )
+    .bind(&id.schema)
+    .fetch_one(admin)
+    .await
+}
+
 /// Re-asserts the role after the plugin's own SQL ran (its migrations).
 pub async fn reassert(admin: &PgPool, id: &PluginIdentity, limits: &Limits) -> Result<(), ProvisionError> {
     let failed = |source| ProvisionError::Attributes {

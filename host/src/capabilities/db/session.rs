@@ -2,13 +2,14 @@
 //! the plugin's role) and the transaction the host opens on the plugin's first statement.
 //!
 //! Every invocation starts from a clean session. The host ends each transaction with a
-//! reset of everything a session can carry over (settings, `LISTEN`, cursors, temporary
-//! tables, sequence state), and checks at the next `BEGIN`, in the same round trip, that
-//! nothing is left; a connection that is not clean (or whose role has acquired settings)
-//! is closed instead of used.
+//! reset of what a session can carry over (settings, `LISTEN`, cursors, temporary tables,
+//! sequence state), and, for plugins with code of their own, checks at the next `BEGIN`, in
+//! the same round trip, for the one thing the reset cannot clear (prepared statements made
+//! by that code); a connection that has one is closed instead of used. Settings written on the plugin's role are caught when
+//! a connection is made (`provision::plugin_pool`).
 
 use super::provision::{self, PluginIdentity};
-use super::statement::refused_keyword;
+use super::statement::{defines_code, refused_keyword};
 use super::values::{bind, decode_row, error, row_bytes, signature};
 use crate::runtime::bindings::db::{DbError, Rows, Value};
 use futures_lite::stream::StreamExt;
@@ -20,22 +21,28 @@ use sqlx::query::Query;
 use sqlx::{Column, Connection, Executor, Row, Statement};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Opens the transaction and reports, in the same round trip, the named prepared
-/// statements on this connection: ones made by SQL (`PREPARE` run through a function or a
-/// `DO` block) are an earlier invocation's, and fewer protocol-level ones than sqlx has
-/// cached means one was deallocated under it. Everything else a session can carry over is
-/// cleared by [`reset!`] at the end of each transaction, and role settings are checked when
-/// a connection is made (`provision::plugin_pool`).
-const BEGIN: &str = "BEGIN; SELECT pg_catalog.pg_backend_pid(), \
+/// Opens the transaction and reports the session's backend, in one round trip.
+const BEGIN: &str = "BEGIN; SELECT pg_catalog.pg_backend_pid(), 0::int8, -1::int8";
+
+/// [`BEGIN`], and the named prepared statements on this connection: ones made by SQL
+/// (`PREPARE` run by a function or a `DO` block of the plugin's) are an earlier
+/// invocation's, and fewer protocol-level ones than sqlx has cached means one was
+/// deallocated under it. Only plugins that have code of their own can make either, so
+/// only their sessions pay for the check (it costs about as much as a round trip).
+/// Everything else a session can carry over is cleared by [`reset!`] at the end of each
+/// transaction, and role settings are checked when a connection is made
+/// (`provision::plugin_pool`).
+const BEGIN_AND_CHECK: &str = "BEGIN; SELECT pg_catalog.pg_backend_pid(), \
     count(*) FILTER (WHERE p.from_sql), count(*) FILTER (WHERE NOT p.from_sql) \
     FROM pg_catalog.pg_prepared_statement() p";
 
-/// After the host's `COMMIT` / `ROLLBACK`, in the same round trip: back to the settings
-/// the host connected with, and nothing else carried to the next invocation.
+/// With the host's `COMMIT` / `ROLLBACK`, in the same round trip: back to the settings the
+/// host connected with, and nothing else carried to the next invocation.
 macro_rules! reset {
     () => {
         "RESET ALL; UNLISTEN *; CLOSE ALL; DISCARD TEMP; DISCARD SEQUENCES"
@@ -71,6 +78,8 @@ pub struct DbSession {
     admin_pool: PgPool,
     identity: Arc<PluginIdentity>,
     caps: ResultCaps,
+    /// Whether the plugin has (or has sent) code of its own; shared by its invocations.
+    has_code: Arc<AtomicBool>,
     open: Option<OpenTx>,
     /// The plugin tried something only the host may do: the invocation fails permanently.
     violation: Option<String>,
@@ -92,12 +101,14 @@ impl DbSession {
         admin_pool: PgPool,
         identity: Arc<PluginIdentity>,
         caps: ResultCaps,
+        has_code: Arc<AtomicBool>,
     ) -> Self {
         Self {
             plugin_pool,
             admin_pool,
             identity,
             caps,
+            has_code,
             open: None,
             violation: None,
             failed: false,
@@ -146,7 +157,8 @@ impl DbSession {
                 }
                 Err(e) => return Err(error(format!("no database connection for the plugin: {e}"))),
             };
-            let state = match begin(&mut conn).await.and_then(|row| {
+            let sql = if self.has_code.load(Ordering::Relaxed) { BEGIN_AND_CHECK } else { BEGIN };
+            let state = match begin(&mut conn, sql).await.and_then(|row| {
                 Ok((
                     row.try_get::<i32, _>(0)?,
                     row.try_get::<i64, _>(1)?,
@@ -161,7 +173,7 @@ impl DbSession {
             };
             let (backend_pid, leftovers, protocol_statements) = state;
             let cached = conn.cached_statements_size() as i64;
-            if leftovers == 0 && protocol_statements == cached {
+            if leftovers == 0 && (protocol_statements == cached || protocol_statements < 0) {
                 return Ok(OpenTx { conn, backend_pid });
             }
             tracing::warn!(
@@ -190,6 +202,9 @@ impl DbSession {
                     self.caps.max_statement
                 ),
             });
+        }
+        if defines_code(sql) {
+            self.has_code.store(true, Ordering::Relaxed);
         }
         if let Some(keyword) = refused_keyword(sql) {
             let reason = format!(
@@ -370,8 +385,11 @@ impl DbSession {
 
 /// A plain string runs over the simple-query protocol, so all statements go in one
 /// round trip.
-fn begin(conn: &mut PgConnection) -> BoxFuture<'_, Result<PgRow, sqlx::Error>> {
-    Box::pin(conn.fetch_one(BEGIN))
+fn begin<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'static str,
+) -> BoxFuture<'c, Result<PgRow, sqlx::Error>> {
+    Box::pin(conn.fetch_one(sql))
 }
 
 fn prepare<'c, 's: 'c>(

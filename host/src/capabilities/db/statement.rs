@@ -37,6 +37,13 @@ pub fn refused_keyword(sql: &str) -> Option<&'static str> {
         .copied()
 }
 
+/// True when the statement can define or run code of the plugin's own (`CREATE FUNCTION`,
+/// `DO`, ...): from then on its sessions are checked for prepared statements that such code
+/// can make (see `session.rs`).
+pub fn defines_code(sql: &str) -> bool {
+    first_word(sql).is_some_and(|w| w.eq_ignore_ascii_case("CREATE") || w.eq_ignore_ascii_case("DO"))
+}
+
 /// The first word of the statement, after what PostgreSQL's lexer skips.
 fn first_word(sql: &str) -> Option<&str> {
     let bytes = sql.as_bytes();
@@ -129,6 +136,16 @@ mod tests {
         ];
         for sql in refused {
             assert!(refused_keyword(sql).is_some(), "{sql:?} was let through");
+        }
+    }
+
+    #[test]
+    fn code_definitions_are_noticed() {
+        for sql in ["CREATE FUNCTION f() ...", "create or replace procedure p()", "/* x */ DO $$ $$"] {
+            assert!(defines_code(sql), "{sql}");
+        }
+        for sql in ["SELECT f()", "INSERT INTO created VALUES (1)", "DOX"] {
+            assert!(!defines_code(sql), "{sql}");
         }
     }
 
