@@ -7,8 +7,9 @@
 //! * `native SQL` vs `eventhost SQL`: one INSERT in its own transaction, from a native Rust
 //!   function on a pooled connection vs from the plugin through the `db` import.
 //!
-//! Rounds alternate the variants so drift on a shared machine hits all alike; each figure
-//! is the median over all invocations. Run: `bash scripts/bench.sh`.
+//! Each variant runs right after its baseline, pair by pair, so drift on a shared machine
+//! hits both alike; each figure is the median over all invocations, and the overhead is
+//! also given as the median of the pairs' differences. Run: `bash scripts/bench.sh`.
 
 use eventhost::config::{AuthBackend, Limits};
 use eventhost::fixtures::ScratchDatabase;
@@ -87,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
     let noop_wit = types::Event::from(&noop);
     let (mut raw, mut host, mut native, mut wasm_sql) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut host_delta, mut sql_ratio): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     for round in 0..=ROUNDS {
         let warmup = round == 0;
         for _ in 0..PER_ROUND {
@@ -98,20 +100,15 @@ async fn main() -> anyhow::Result<()> {
             wt(guest.call_handle(&mut store, &noop_wit).await)?
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             drop(store);
-            if !warmup {
-                raw.push(t.elapsed());
-            }
-        }
-        for _ in 0..PER_ROUND {
+            let raw_took = t.elapsed();
             let t = Instant::now();
             let invocation = plugin.handle(&noop).await;
-            anyhow::ensure!(
-                invocation.outcome == Outcome::Ok,
-                "{:?}",
-                invocation.outcome
-            );
+            let host_took = t.elapsed();
+            anyhow::ensure!(invocation.outcome == Outcome::Ok, "{:?}", invocation.outcome);
             if !warmup {
-                host.push(t.elapsed());
+                raw.push(raw_took);
+                host.push(host_took);
+                host_delta.push(host_took.as_secs_f64() - raw_took.as_secs_f64());
             }
         }
         for _ in 0..SQL_PER_ROUND {
@@ -123,21 +120,16 @@ async fn main() -> anyhow::Result<()> {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            if !warmup {
-                native.push(t.elapsed());
-            }
-        }
-        for _ in 0..SQL_PER_ROUND {
+            let native_took = t.elapsed();
             let event = probe_event("probe.insert");
             let t = Instant::now();
             let invocation = plugin.handle(&event).await;
-            anyhow::ensure!(
-                invocation.outcome == Outcome::Ok,
-                "{:?}",
-                invocation.outcome
-            );
+            let wasm_took = t.elapsed();
+            anyhow::ensure!(invocation.outcome == Outcome::Ok, "{:?}", invocation.outcome);
             if !warmup {
-                wasm_sql.push(t.elapsed());
+                native.push(native_took);
+                wasm_sql.push(wasm_took);
+                sql_ratio.push(wasm_took.as_secs_f64() / native_took.as_secs_f64());
             }
         }
     }
@@ -159,25 +151,32 @@ async fn main() -> anyhow::Result<()> {
         "machine: {} cores; {ROUNDS} rounds (+1 warm-up), medians",
         std::thread::available_parallelism()?
     );
-    println!("| path | median per event | vs baseline |");
-    println!("|---|---|---|");
+    let median_f = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (host_delta, sql_ratio) = (median_f(&mut host_delta), median_f(&mut sql_ratio));
+    println!("| path | median per event | vs baseline | median of pairs |");
+    println!("|---|---|---|---|");
     println!(
-        "| raw wasmtime: new store + instantiate + call | {:.1} µs | baseline |",
+        "| raw wasmtime: new store + instantiate + call | {:.1} µs | baseline | |",
         micros(raw)
     );
     println!(
-        "| eventhost, no SQL: Plugin::handle (no-op handler) | {:.1} µs | +{:.1} µs |",
+        "| eventhost, no SQL: Plugin::handle (no-op handler) | {:.1} µs | +{:.1} µs | +{:.1} µs |",
         micros(host),
-        micros(host) - micros(raw)
+        micros(host) - micros(raw),
+        host_delta * 1e6
     );
     println!(
-        "| native Rust: BEGIN, INSERT, COMMIT | {:.1} µs | baseline |",
+        "| native Rust: BEGIN, INSERT, COMMIT | {:.1} µs | baseline | |",
         micros(native)
     );
     println!(
-        "| eventhost: handler does the same INSERT via db.execute, commit | {:.1} µs | {:.1}% |",
+        "| eventhost: handler does the same INSERT via db.execute, commit | {:.1} µs | {:+.1}% | {:+.1}% |",
         micros(wasm_sql),
-        (wasm_sql.as_secs_f64() / native.as_secs_f64() - 1.0) * 100.0
+        (wasm_sql.as_secs_f64() / native.as_secs_f64() - 1.0) * 100.0,
+        (sql_ratio - 1.0) * 100.0
     );
     pool.close().await;
     drop(plugin);
