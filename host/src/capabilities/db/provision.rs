@@ -369,6 +369,9 @@ pub async fn reassert(admin: &PgPool, id: &PluginIdentity, limits: &Limits) -> R
     tx.commit().await.map_err(failed)
 }
 
+/// Prepared statements kept per plugin connection.
+pub const STATEMENT_CACHE: usize = 64;
+
 /// How the plugin's connections log in: as its role, with its schema on the search path
 /// and the host's limits as startup options. Startup options outrank settings stored on
 /// the role, and `RESET ALL` returns to them after every invocation.
@@ -397,6 +400,9 @@ pub fn connect_options(
             ("client_min_messages", "error"),
         ])
         .log_statements(tracing::log::LevelFilter::Trace)
+        // Prepared statements are cached per connection; with `limits.db_statement_bytes`
+        // this bounds what a plugin's SQL text can pin in the host.
+        .statement_cache_capacity(STATEMENT_CACHE)
         // sqlx would log a slow statement's full text at WARN: the plugin's, unbounded.
         .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(1))
 }
