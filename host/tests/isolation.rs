@@ -567,3 +567,50 @@ async fn plugin_invoke_runs_each_event_in_a_clean_sandbox() {
     pool.close().await;
     db.drop_now().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_schema_left_by_an_earlier_role_is_handed_over_and_a_strangers_is_refused() {
+    let host = TestHost::default().await;
+    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&host.pool)
+        .await
+        .unwrap();
+    // What earlier versions named the role: `<database>__<plugin>`.
+    let legacy = format!("{}__probe", database.replace('-', "_"));
+    for ddl in [
+        format!("CREATE ROLE {legacy} LOGIN"),
+        format!("CREATE SCHEMA plugin_probe AUTHORIZATION {legacy}"),
+        format!("CREATE TABLE plugin_probe.kept (x int)"),
+        format!("ALTER TABLE plugin_probe.kept OWNER TO {legacy}"),
+    ] {
+        sqlx::query(&ddl).execute(&host.pool).await.unwrap();
+    }
+    let probe = host.load("probe").await;
+    let owners: Vec<String> = sqlx::query_scalar(
+        "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'plugin_probe'
+         UNION ALL SELECT tableowner::text FROM pg_tables WHERE schemaname = 'plugin_probe' AND tablename = 'kept'",
+    )
+    .fetch_all(&host.pool)
+    .await
+    .unwrap();
+    assert_eq!(owners, vec![probe.role().to_string(), probe.role().to_string()]);
+    sqlx::query(&format!("DROP ROLE {legacy}")).execute(&host.pool).await.unwrap();
+
+    // A schema that belongs to some other role is not taken over.
+    let stranger = format!("stranger_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    sqlx::query(&format!("CREATE ROLE {stranger}")).execute(&host.pool).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA plugin_audit_log AUTHORIZATION {stranger}"))
+        .execute(&host.pool)
+        .await
+        .unwrap();
+    let refused = host
+        .runtime
+        .load_file(&common::plugin_path("audit_log"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains(&stranger), "{refused}");
+    sqlx::query("DROP SCHEMA plugin_audit_log").execute(&host.pool).await.unwrap();
+    sqlx::query(&format!("DROP ROLE {stranger}")).execute(&host.pool).await.unwrap();
+    host.stop().await;
+}
