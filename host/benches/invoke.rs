@@ -104,7 +104,11 @@ async fn main() -> anyhow::Result<()> {
             let t = Instant::now();
             let invocation = plugin.handle(&noop).await;
             let host_took = t.elapsed();
-            anyhow::ensure!(invocation.outcome == Outcome::Ok, "{:?}", invocation.outcome);
+            anyhow::ensure!(
+                invocation.outcome == Outcome::Ok,
+                "{:?}",
+                invocation.outcome
+            );
             if !warmup {
                 raw.push(raw_took);
                 host.push(host_took);
@@ -125,7 +129,11 @@ async fn main() -> anyhow::Result<()> {
             let t = Instant::now();
             let invocation = plugin.handle(&event).await;
             let wasm_took = t.elapsed();
-            anyhow::ensure!(invocation.outcome == Outcome::Ok, "{:?}", invocation.outcome);
+            anyhow::ensure!(
+                invocation.outcome == Outcome::Ok,
+                "{:?}",
+                invocation.outcome
+            );
             if !warmup {
                 native.push(native_took);
                 wasm_sql.push(wasm_took);

@@ -28,7 +28,9 @@ fn rss_bytes() -> u64 {
 }
 
 /// Runs `work` while a thread records the highest RSS seen; returns (peak, elapsed).
-async fn peak_during<F: std::future::Future<Output = Outcome>>(work: F) -> (u64, Duration, Outcome) {
+async fn peak_during<F: std::future::Future<Output = Outcome>>(
+    work: F,
+) -> (u64, Duration, Outcome) {
     let done = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(rss_bytes()));
     let sampler = {
@@ -78,7 +80,10 @@ async fn main() -> anyhow::Result<()> {
     let (cap_bytes, cap_rows) = (limits.db_max_result_bytes as u64, limits.db_max_rows as u64);
     let (pool, runtime) = Runtime::open(&scratch.url, limits, AuthBackend::Postgres).await?;
     let probe = runtime
-        .load(eventhost::PluginName::parse("probe").map_err(anyhow::Error::msg)?, &wasm)
+        .load(
+            eventhost::PluginName::parse("probe").map_err(anyhow::Error::msg)?,
+            &wasm,
+        )
         .await?;
 
     // Inside the caps: rows of 1 KiB up to 90 % of the byte cap (and under the row cap).
@@ -104,7 +109,8 @@ async fn main() -> anyhow::Result<()> {
         for _ in 0..ROUNDS {
             tokio::time::sleep(Duration::from_millis(200)).await;
             idle.push(rss_bytes());
-            let (p, t, outcome) = peak_during(async { probe.handle(&ask(rows, bytes)).await.outcome }).await;
+            let (p, t, outcome) =
+                peak_during(async { probe.handle(&ask(rows, bytes)).await.outcome }).await;
             peak.push(p);
             time.push(t);
             last = Some(outcome);
@@ -113,7 +119,12 @@ async fn main() -> anyhow::Result<()> {
         let outcome = last.expect("rounds ran");
         let shown = match &outcome {
             Outcome::Ok => "ok".to_string(),
-            other => other.reason().unwrap_or_default().chars().take(70).collect(),
+            other => other
+                .reason()
+                .unwrap_or_default()
+                .chars()
+                .take(70)
+                .collect(),
         };
         println!(
             "| {label} ({rows} × {bytes} B) | {:.1} MiB | {:.1} MiB | **{:.1} MiB** | {:.0} ms | {shown} |",

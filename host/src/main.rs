@@ -190,8 +190,9 @@ impl SandboxArgs {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,eventhost=info,plugin=info,sqlx::postgres::notice=off".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "warn,eventhost=info,plugin=info,sqlx::postgres::notice=off".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -162,8 +162,12 @@ async fn the_same_message_published_twice_has_one_effect() {
         &user.to_string(),
         json!({ "userId": user, "role": "user" }),
     );
-    world.publish("user.created", &body, Some(&event_id.to_string())).await;
-    world.publish("user.created", &body, Some(&event_id.to_string())).await;
+    world
+        .publish("user.created", &body, Some(&event_id.to_string()))
+        .await;
+    world
+        .publish("user.created", &body, Some(&event_id.to_string()))
+        .await;
     for plugin in ["user-stats", "audit-log"] {
         world
             .wait_metric("eventhost_plugin_duplicates_total", plugin, 1.0, WAIT)
@@ -191,20 +195,28 @@ async fn failures_become_dead_letters_with_reasons_and_replay_after_a_fix() {
     let subject = Uuid::new_v4().to_string();
     let gated = Uuid::new_v4();
     let retried = Uuid::new_v4();
-    world.publish("probe.gated", b"{ this is not json", None).await;
+    world
+        .publish("probe.gated", b"{ this is not json", None)
+        .await;
     let body = cloud_event(gated, "probe.gated", &subject, json!({ "key": "blue" }));
-    world.publish("probe.gated", &body, Some(&gated.to_string())).await;
+    world
+        .publish("probe.gated", &body, Some(&gated.to_string()))
+        .await;
     let body = cloud_event(
         retried,
         "probe.retry",
         &Uuid::new_v4().to_string(),
         json!({}),
     );
-    world.publish("probe.retry", &body, Some(&retried.to_string())).await;
+    world
+        .publish("probe.retry", &body, Some(&retried.to_string()))
+        .await;
     // The consumer keeps going after them.
     let fine = Uuid::new_v4();
     let body = cloud_event(fine, "probe.insert", &Uuid::new_v4().to_string(), json!({}));
-    world.publish("probe.insert", &body, Some(&fine.to_string())).await;
+    world
+        .publish("probe.insert", &body, Some(&fine.to_string()))
+        .await;
     let note =
         |id: Uuid| format!("SELECT count(*) FROM plugin_probe.notes WHERE event_id = '{id}'");
     world.wait_count(&note(fine), 1, WAIT).await;

@@ -28,21 +28,41 @@ async fn a_hostile_plugin_under_serve_fails_only_itself() {
     // Meanwhile: registrations reach user-stats, and its reads answer.
     let mut users = Vec::new();
     for i in 0..5 {
-        let id = world.register(&format!("flood{i}@example.com")).await.expect("register");
+        let id = world
+            .register(&format!("flood{i}@example.com"))
+            .await
+            .expect("register");
         let (status, body) = world.get(&format!("/plugins/user-stats/stats/{id}")).await;
-        assert_eq!(status, 200, "a user-stats read failed during the flood: {body}");
+        assert_eq!(
+            status, 200,
+            "a user-stats read failed during the flood: {body}"
+        );
         users.push(id);
     }
     // And the probe's attempt to commit its own way is dead-lettered at once.
     let escape = Uuid::new_v4();
     let body = cloud_event(escape, "probe.end-transaction", "x", json!("COMMIT"));
-    world.publish("probe.end-transaction", &body, Some(&escape.to_string())).await;
+    world
+        .publish("probe.end-transaction", &body, Some(&escape.to_string()))
+        .await;
 
     // Handled by the event path (the reads above may have made the rows first).
-    world.wait_metric("eventhost_plugin_handled_total", "user-stats", 5.0, WAIT).await;
-    world.wait_metric("eventhost_plugin_dead_lettered_total", "probe", 1.0, WAIT).await;
-    for metric in ["eventhost_plugin_retried_total", "eventhost_plugin_dead_lettered_total"] {
-        assert_eq!(world.metric(metric, "user-stats").await, 0.0, "{metric}: {}", world.log());
+    world
+        .wait_metric("eventhost_plugin_handled_total", "user-stats", 5.0, WAIT)
+        .await;
+    world
+        .wait_metric("eventhost_plugin_dead_lettered_total", "probe", 1.0, WAIT)
+        .await;
+    for metric in [
+        "eventhost_plugin_retried_total",
+        "eventhost_plugin_dead_lettered_total",
+    ] {
+        assert_eq!(
+            world.metric(metric, "user-stats").await,
+            0.0,
+            "{metric}: {}",
+            world.log()
+        );
     }
     let mut statuses = std::collections::BTreeMap::new();
     for task in flood {
@@ -63,5 +83,8 @@ async fn a_hostile_plugin_under_serve_fails_only_itself() {
     let (code, out) = world.cli(&["dlq", "list", "probe", "--json"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("sandbox") && out.contains("COMMIT"), "{out}");
-    std::sync::Arc::into_inner(world).expect("no other owner").finish().await;
+    std::sync::Arc::into_inner(world)
+        .expect("no other owner")
+        .finish()
+        .await;
 }

@@ -24,7 +24,9 @@ fn one_connection() -> Limits {
 
 /// The probe's session report, from an event or a read.
 async fn report(probe: &Plugin) -> Value {
-    let invocation = probe.handle(&event("probe.session-report", "x", json!({}))).await;
+    let invocation = probe
+        .handle(&event("probe.session-report", "x", json!({})))
+        .await;
     assert_eq!(invocation.outcome, Outcome::Ok, "{:?}", invocation.logs);
     serde_json::from_str(&invocation.logs.last().expect("a report").1).unwrap()
 }
@@ -37,7 +39,10 @@ async fn read_with(
     let request = ReadRequest {
         method: "GET".into(),
         path: path.into(),
-        query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        query: query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     plugin.read(request).await.0
 }
@@ -71,8 +76,14 @@ fn assert_clean(report: &Value, schema: &str) {
 async fn every_invocation_starts_from_a_clean_session() {
     let host = TestHost::start(one_connection(), AuthBackend::Postgres).await;
     let probe = host.load("probe").await;
-    let dirty = probe.handle(&event("probe.dirty-session", "x", json!({}))).await;
-    assert_eq!(dirty.outcome, Outcome::Ok, "the dirtying itself must commit");
+    let dirty = probe
+        .handle(&event("probe.dirty-session", "x", json!({})))
+        .await;
+    assert_eq!(
+        dirty.outcome,
+        Outcome::Ok,
+        "the dirtying itself must commit"
+    );
     assert_clean(&report(&probe).await, probe.schema());
 
     // The limit it lifted is back: a sleep past the host's statement timeout is cancelled.
@@ -150,7 +161,9 @@ async fn settings_written_on_the_plugin_role_have_no_effect_and_are_wiped() {
     let host = TestHost::start(one_connection(), AuthBackend::Postgres).await;
     let probe = host.load("probe").await;
     assert_eq!(role_state(&host, probe.role()).await, (0, true));
-    let attack = probe.handle(&event("probe.role-settings", "x", json!({}))).await;
+    let attack = probe
+        .handle(&event("probe.role-settings", "x", json!({})))
+        .await;
     assert_eq!(attack.outcome, Outcome::Ok, "{:?}", attack.logs);
     // They do not reach the sessions the plugin already has.
     assert_clean(&report(&probe).await, probe.schema());
@@ -164,7 +177,11 @@ async fn settings_written_on_the_plugin_role_have_no_effect_and_are_wiped() {
         .unwrap();
     let _ = probe.handle(&event("probe.insert", "x", json!({}))).await;
     assert_clean(&report(&probe).await, probe.schema());
-    assert_eq!(role_state(&host, probe.role()).await.0, 0, "role settings survived");
+    assert_eq!(
+        role_state(&host, probe.role()).await.0,
+        0,
+        "role settings survived"
+    );
     // A reload puts the host's password back.
     let reloaded = host.load("probe").await;
     assert_eq!(role_state(&host, reloaded.role()).await, (0, true));
@@ -208,7 +225,10 @@ async fn plugins_cannot_take_advisory_locks() {
         "SELECT pg_advisory_lock(1, 2)",
         "SELECT pg_try_advisory_xact_lock_shared(1, 2)",
     ] {
-        let outcome = probe.handle(&event("probe.sql", "x", json!([sql]))).await.outcome;
+        let outcome = probe
+            .handle(&event("probe.sql", "x", json!([sql])))
+            .await
+            .outcome;
         assert!(
             matches!(&outcome, Outcome::Permanent(r) if r.starts_with("42501")),
             "{sql}: {outcome:?}"
@@ -224,7 +244,10 @@ async fn a_plugin_cannot_end_the_hosts_transaction() {
     let host = TestHost::default().await;
     let probe = host.load("probe").await;
     let create = "CREATE PROCEDURE probe_commit() LANGUAGE plpgsql AS $$ BEGIN COMMIT; END $$";
-    let made = probe.handle(&event("probe.sql", "x", json!([create]))).await.outcome;
+    let made = probe
+        .handle(&event("probe.sql", "x", json!([create])))
+        .await
+        .outcome;
     assert_eq!(made, Outcome::Ok);
     let spellings = [
         "COMMIT",
@@ -253,20 +276,38 @@ async fn a_plugin_cannot_end_the_hosts_transaction() {
         let attempt = event("probe.end-transaction", "x", json!(sql));
         let invocation = probe.deliver(&attempt).await;
         assert!(
-            matches!(invocation.outcome, Outcome::Permanent(_) | Outcome::Retryable(_)),
+            matches!(
+                invocation.outcome,
+                Outcome::Permanent(_) | Outcome::Retryable(_)
+            ),
             "{sql:?}: {:?}",
             invocation.outcome
         );
-        let notes = probe.query_json("SELECT event_id FROM notes").await.unwrap();
-        assert_eq!(notes.len(), 1, "{sql:?} committed {notes:?} (besides the procedure's note)");
-        let inbox = probe
-            .query_json(&format!("SELECT 1 FROM _eventhost_inbox WHERE event_id = '{}'", attempt.id))
+        let notes = probe
+            .query_json("SELECT event_id FROM notes")
             .await
             .unwrap();
-        assert!(inbox.is_empty(), "{sql:?}: the inbox row committed without its effects");
+        assert_eq!(
+            notes.len(),
+            1,
+            "{sql:?} committed {notes:?} (besides the procedure's note)"
+        );
+        let inbox = probe
+            .query_json(&format!(
+                "SELECT 1 FROM _eventhost_inbox WHERE event_id = '{}'",
+                attempt.id
+            ))
+            .await
+            .unwrap();
+        assert!(
+            inbox.is_empty(),
+            "{sql:?}: the inbox row committed without its effects"
+        );
     }
     // What the host refuses outright fails the invocation permanently.
-    let refused = probe.deliver(&event("probe.end-transaction", "x", json!("COMMIT"))).await;
+    let refused = probe
+        .deliver(&event("probe.end-transaction", "x", json!("COMMIT")))
+        .await;
     assert!(
         matches!(&refused.outcome, Outcome::Permanent(r) if r.contains("sandbox")),
         "{:?}",
@@ -296,10 +337,17 @@ async fn what_a_plugin_hands_the_host_is_bounded() {
     let host = TestHost::start(limits, AuthBackend::Postgres).await;
     let probe = host.load("probe").await;
     let rows = |rows: u64, row_bytes: u64| {
-        event("probe.huge-result", "x", json!({ "rows": rows, "row_bytes": row_bytes }))
+        event(
+            "probe.huge-result",
+            "x",
+            json!({ "rows": rows, "row_bytes": row_bytes }),
+        )
     };
     assert_eq!(probe.handle(&rows(100, 10)).await.outcome, Outcome::Ok);
-    for (ask, cap) in [(rows(1_000_000, 10), "db_max_rows"), (rows(100, 100_000), "db_max_result_bytes")] {
+    for (ask, cap) in [
+        (rows(1_000_000, 10), "db_max_rows"),
+        (rows(100, 100_000), "db_max_result_bytes"),
+    ] {
         let outcome = probe.handle(&ask).await.outcome;
         assert!(
             matches!(&outcome, Outcome::Permanent(r) if r.starts_with("54000") && r.contains(cap)),
@@ -311,11 +359,20 @@ async fn what_a_plugin_hands_the_host_is_bounded() {
     // Values chosen to break a decoder, and a statement too long to cache, are errors.
     let long = format!("SELECT '{}'", "x".repeat(100_000));
     for (sql, expect) in [
-        ("SELECT 'infinity'::timestamptz", "timestamp out of the range"),
-        ("SELECT '-infinity'::timestamp", "timestamp out of the range"),
+        (
+            "SELECT 'infinity'::timestamptz",
+            "timestamp out of the range",
+        ),
+        (
+            "SELECT '-infinity'::timestamp",
+            "timestamp out of the range",
+        ),
         (long.as_str(), "db_statement_bytes"),
     ] {
-        let outcome = probe.handle(&event("probe.sql", "x", json!([sql]))).await.outcome;
+        let outcome = probe
+            .handle(&event("probe.sql", "x", json!([sql])))
+            .await
+            .outcome;
         assert!(
             matches!(&outcome, Outcome::Permanent(r) if r.contains(expect)),
             "{}: {outcome:?}",
@@ -324,14 +381,25 @@ async fn what_a_plugin_hands_the_host_is_bounded() {
     }
 
     let flood = probe
-        .handle(&event("probe.log-flood", "x", json!({ "count": 5000, "bytes": 10_000 })))
+        .handle(&event(
+            "probe.log-flood",
+            "x",
+            json!({ "count": 5000, "bytes": 10_000 }),
+        ))
         .await;
     assert_eq!(flood.outcome, Outcome::Ok);
     assert_eq!(flood.logs.len(), 10, "log calls per invocation are capped");
-    assert!(flood.logs.iter().all(|(_, m)| m.len() < 200), "log messages are cut");
+    assert!(
+        flood.logs.iter().all(|(_, m)| m.len() < 200),
+        "log messages are cut"
+    );
 
     let reason = probe
-        .handle(&event("probe.huge-reason", "x", json!({ "bytes": 30_000_000 })))
+        .handle(&event(
+            "probe.huge-reason",
+            "x",
+            json!({ "bytes": 30_000_000 }),
+        ))
         .await
         .outcome
         .reason()
@@ -341,11 +409,22 @@ async fn what_a_plugin_hands_the_host_is_bounded() {
     // A read's answer over a cap is refused, and the read's write rolled back with it.
     let notes = || async { probe.query_json("SELECT 1 FROM notes").await.unwrap().len() };
     let before = notes().await;
-    let fine = read_with(&probe, "answer", &[("status", "200"), ("body", "10"), ("headers", "2")]).await;
-    assert_eq!(fine.map(|a| (a.status, a.body.len(), a.headers.len())), Ok((200, 10, 2)));
+    let fine = read_with(
+        &probe,
+        "answer",
+        &[("status", "200"), ("body", "10"), ("headers", "2")],
+    )
+    .await;
+    assert_eq!(
+        fine.map(|a| (a.status, a.body.len(), a.headers.len())),
+        Ok((200, 10, 2))
+    );
     assert_eq!(notes().await, before + 1);
     for (query, cap) in [
-        (&[("status", "200"), ("body", "5000")][..], "read_body_bytes"),
+        (
+            &[("status", "200"), ("body", "5000")][..],
+            "read_body_bytes",
+        ),
         (&[("status", "200"), ("headers", "6")][..], "read_headers"),
     ] {
         let refused = read_with(&probe, "answer", query).await;
@@ -354,7 +433,11 @@ async fn what_a_plugin_hands_the_host_is_bounded() {
             "{query:?}: {:?}",
             refused.map(|a| a.status)
         );
-        assert_eq!(notes().await, before + 1, "{query:?}: the refused read's write committed");
+        assert_eq!(
+            notes().await,
+            before + 1,
+            "{query:?}: the refused read's write committed"
+        );
     }
 
     let dir = tempfile::tempdir().unwrap();
@@ -362,7 +445,8 @@ async fn what_a_plugin_hands_the_host_is_bounded() {
     std::fs::copy(common::plugin_path("probe"), &copy).unwrap();
     let refused = host.runtime.load_file(&copy).await.err().expect("refused");
     assert!(
-        refused.to_string().contains("20000 subscriptions") && refused.to_string().contains("limits.max_subscriptions"),
+        refused.to_string().contains("20000 subscriptions")
+            && refused.to_string().contains("limits.max_subscriptions"),
         "{refused}"
     );
     host.stop().await;
@@ -376,12 +460,28 @@ async fn the_cpu_limit_counts_only_the_plugins_own_code() {
     };
     let host = TestHost::start(limits, AuthBackend::Postgres).await;
     let probe = host.load("probe").await;
-    for calls in [json!({ "calls": 3000, "sleep_ms": 0 }), json!({ "calls": 40, "sleep_ms": 5 })] {
-        let invocation = probe.handle(&event("probe.host-calls", "x", calls.clone())).await;
-        assert_eq!(invocation.outcome, Outcome::Ok, "{calls}: {:?}", invocation.elapsed);
-        assert!(invocation.elapsed > Duration::from_millis(50), "{calls} was too quick to prove anything");
+    for calls in [
+        json!({ "calls": 3000, "sleep_ms": 0 }),
+        json!({ "calls": 40, "sleep_ms": 5 }),
+    ] {
+        let invocation = probe
+            .handle(&event("probe.host-calls", "x", calls.clone()))
+            .await;
+        assert_eq!(
+            invocation.outcome,
+            Outcome::Ok,
+            "{calls}: {:?}",
+            invocation.elapsed
+        );
+        assert!(
+            invocation.elapsed > Duration::from_millis(50),
+            "{calls} was too quick to prove anything"
+        );
     }
-    let spin = probe.handle(&event("probe.loop", "x", json!({}))).await.outcome;
+    let spin = probe
+        .handle(&event("probe.loop", "x", json!({})))
+        .await
+        .outcome;
     assert!(
         matches!(&spin, Outcome::Aborted(Abort::Limit(m)) if m.contains("cpu time limit")),
         "{spin:?}"
@@ -420,7 +520,11 @@ async fn one_plugins_load_cannot_fail_another_plugins_work() {
         .map(|_| {
             let probe = probe.clone();
             tokio::spawn(async move {
-                let e = event("probe.host-calls", "x", json!({ "calls": 1, "sleep_ms": 200 }));
+                let e = event(
+                    "probe.host-calls",
+                    "x",
+                    json!({ "calls": 1, "sleep_ms": 200 }),
+                );
                 probe.deliver(&e).await.outcome
             })
         })
@@ -435,23 +539,36 @@ async fn one_plugins_load_cannot_fail_another_plugins_work() {
             .await
             .unwrap();
         let created = event("user.created", &user.to_string(), json!({ "userId": user }));
-        assert_eq!(stats.deliver(&created).await.outcome, Outcome::Ok, "a delivery failed during the flood");
+        assert_eq!(
+            stats.deliver(&created).await.outcome,
+            Outcome::Ok,
+            "a delivery failed during the flood"
+        );
         let (status, _) = read(&stats, &format!("stats/{user}")).await;
         assert_eq!(status, 200, "a read failed during the flood");
     }
     for task in slow {
         let outcome = task.await.unwrap();
-        assert_eq!(outcome, Outcome::Ok, "a delivery waiting for its plugin's share failed");
+        assert_eq!(
+            outcome,
+            Outcome::Ok,
+            "a delivery waiting for its plugin's share failed"
+        );
     }
     let mut busy = 0;
     for task in flood {
         match task.await.unwrap() {
             Ok(200) => {}
-            Err(Outcome::Aborted(Abort::Capacity(m))) if m.contains("reads_per_plugin") => busy += 1,
+            Err(Outcome::Aborted(Abort::Capacity(m))) if m.contains("reads_per_plugin") => {
+                busy += 1
+            }
             other => panic!("{other:?}"),
         }
     }
-    assert!(busy > 0, "60 reads of 300 ms, 4 at a time, cannot all finish within 2 s");
+    assert!(
+        busy > 0,
+        "60 reads of 300 ms, 4 at a time, cannot all finish within 2 s"
+    );
     host.stop().await;
 }
 
@@ -459,30 +576,47 @@ async fn one_plugins_load_cannot_fail_another_plugins_work() {
 async fn plugin_roles_are_unique_per_database_and_hosts_agree_on_them() {
     use eventhost::fixtures::ScratchDatabase;
     use eventhost::runtime::{Runtime, RuntimeSettings};
+    let host_on = |pool: &sqlx::PgPool| {
+        let admin_pool = pool.clone();
+        Runtime::new(RuntimeSettings {
+            limits: Limits::default(),
+            auth: AuthBackend::Postgres,
+            admin_pool,
+        })
+        .unwrap()
+    };
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let mut hosts = Vec::new();
     for name in [format!("eh_{tag}-x"), format!("eh_{tag}_x")] {
-        let db = ScratchDatabase::create_named(&common::server_url(), &name).await.unwrap();
+        let db = ScratchDatabase::create_named(&common::server_url(), &name)
+            .await
+            .unwrap();
         let pool = eventhost::database::connect(&db.url, 4).await.unwrap();
         eventhost::database::migrate(&pool).await.unwrap();
-        let runtime = Runtime::new(RuntimeSettings {
-            limits: Limits::default(),
-            auth: AuthBackend::Postgres,
-            admin_pool: pool.clone(),
-        })
-        .unwrap();
-        let probe = runtime.load_file(&common::plugin_path("probe")).await.unwrap();
-        assert_eq!(probe.handle(&event("probe.insert", "x", json!({}))).await.outcome, Outcome::Ok);
+        let runtime = host_on(&pool);
+        let probe = runtime
+            .load_file(&common::plugin_path("probe"))
+            .await
+            .unwrap();
+        assert_eq!(
+            probe
+                .handle(&event("probe.insert", "x", json!({})))
+                .await
+                .outcome,
+            Outcome::Ok
+        );
         hosts.push((db, pool, runtime, probe));
     }
     let (a, b) = (&hosts[0], &hosts[1]);
     assert_ne!(a.3.role(), b.3.role(), "two databases share a plugin role");
     for (_, pool, _, probe) in &hosts {
-        let owner: String = sqlx::query_scalar("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1")
-            .bind(probe.schema())
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let owner: String = sqlx::query_scalar(
+            "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1",
+        )
+        .bind(probe.schema())
+        .fetch_one(pool)
+        .await
+        .unwrap();
         assert_eq!(&owner, probe.role());
     }
 
@@ -491,17 +625,16 @@ async fn plugin_roles_are_unique_per_database_and_hosts_agree_on_them() {
     let url = a.0.url.replace("127.0.0.1", "localhost");
     assert_ne!(url, a.0.url);
     let pool = eventhost::database::connect(&url, 4).await.unwrap();
-    let before: String = sqlx::query_scalar("SELECT password FROM eventhost_plugin_roles WHERE plugin = 'probe'")
-        .fetch_one(&pool)
+    let before: String =
+        sqlx::query_scalar("SELECT password FROM eventhost_plugin_roles WHERE plugin = 'probe'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let other = host_on(&pool);
+    let again = other
+        .load_file(&common::plugin_path("probe"))
         .await
         .unwrap();
-    let other = Runtime::new(RuntimeSettings {
-        limits: Limits::default(),
-        auth: AuthBackend::Postgres,
-        admin_pool: pool.clone(),
-    })
-    .unwrap();
-    let again = other.load_file(&common::plugin_path("probe")).await.unwrap();
     assert_eq!(again.role(), a.3.role());
     let (verifier, after): (String, String) = sqlx::query_as(
         "SELECT a.rolpassword, r.password FROM pg_authid a JOIN eventhost_plugin_roles r ON r.role = a.rolname::text WHERE r.plugin = 'probe'",
@@ -510,9 +643,23 @@ async fn plugin_roles_are_unique_per_database_and_hosts_agree_on_them() {
     .await
     .unwrap();
     assert_eq!(before, after);
-    assert!(scram_matches(&verifier, &after), "the role's password is not the stored one");
-    assert_eq!(again.handle(&event("probe.insert", "x", json!({}))).await.outcome, Outcome::Ok);
-    assert_eq!(a.3.handle(&event("probe.insert", "x", json!({}))).await.outcome, Outcome::Ok);
+    assert!(
+        scram_matches(&verifier, &after),
+        "the role's password is not the stored one"
+    );
+    assert_eq!(
+        again
+            .handle(&event("probe.insert", "x", json!({})))
+            .await
+            .outcome,
+        Outcome::Ok
+    );
+    assert_eq!(
+        a.3.handle(&event("probe.insert", "x", json!({})))
+            .await
+            .outcome,
+        Outcome::Ok
+    );
     drop((again, other));
     pool.close().await;
     for (db, pool, _, _) in hosts {
@@ -524,7 +671,9 @@ async fn plugin_roles_are_unique_per_database_and_hosts_agree_on_them() {
 #[tokio::test]
 async fn plugin_invoke_runs_each_event_in_a_clean_sandbox() {
     use eventhost::fixtures::ScratchDatabase;
-    let db = ScratchDatabase::create(&common::server_url(), "eventhost_test").await.unwrap();
+    let db = ScratchDatabase::create(&common::server_url(), "eventhost_test")
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let escape = event("probe.end-transaction", "x", json!("COMMIT"));
     let files: Vec<_> = [
@@ -551,12 +700,20 @@ async fn plugin_invoke_runs_each_event_in_a_clean_sandbox() {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(lines[0].contains("probe.dirty-session") && lines[0].ends_with(")") && lines[0].contains("-> ok"), "{stdout}");
+    assert!(
+        lines[0].contains("probe.dirty-session")
+            && lines[0].ends_with(")")
+            && lines[0].contains("-> ok"),
+        "{stdout}"
+    );
     let report: Value = serde_json::from_str(lines[2].split_once("] ").unwrap().1).unwrap();
     assert_eq!(report["statement_timeout"], "1s", "{stdout}");
     assert_eq!(report["listening"], 0, "{stdout}");
     assert_eq!(report["temp_tables"], 0, "{stdout}");
-    assert!(stdout.contains("-> permanent: sandbox: `COMMIT` is refused"), "{stdout}");
+    assert!(
+        stdout.contains("-> permanent: sandbox: `COMMIT` is refused"),
+        "{stdout}"
+    );
     assert!(stdout.contains("-> permanent: 42501"), "{stdout}");
     let pool = eventhost::database::connect(&db.url, 1).await.unwrap();
     let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM plugin_probe.notes")
@@ -593,16 +750,30 @@ async fn a_schema_left_by_an_earlier_role_is_handed_over_and_a_strangers_is_refu
     .fetch_all(&host.pool)
     .await
     .unwrap();
-    assert_eq!(owners, vec![probe.role().to_string(), probe.role().to_string()]);
-    sqlx::query(&format!("DROP ROLE {legacy}")).execute(&host.pool).await.unwrap();
-
-    // A schema that belongs to some other role is not taken over.
-    let stranger = format!("stranger_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    sqlx::query(&format!("CREATE ROLE {stranger}")).execute(&host.pool).await.unwrap();
-    sqlx::query(&format!("CREATE SCHEMA plugin_audit_log AUTHORIZATION {stranger}"))
+    assert_eq!(
+        owners,
+        vec![probe.role().to_string(), probe.role().to_string()]
+    );
+    sqlx::query(&format!("DROP ROLE {legacy}"))
         .execute(&host.pool)
         .await
         .unwrap();
+
+    // A schema that belongs to some other role is not taken over.
+    let stranger = format!(
+        "stranger_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    sqlx::query(&format!("CREATE ROLE {stranger}"))
+        .execute(&host.pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "CREATE SCHEMA plugin_audit_log AUTHORIZATION {stranger}"
+    ))
+    .execute(&host.pool)
+    .await
+    .unwrap();
     let refused = host
         .runtime
         .load_file(&common::plugin_path("audit_log"))
@@ -610,7 +781,13 @@ async fn a_schema_left_by_an_earlier_role_is_handed_over_and_a_strangers_is_refu
         .err()
         .expect("refused");
     assert!(refused.to_string().contains(&stranger), "{refused}");
-    sqlx::query("DROP SCHEMA plugin_audit_log").execute(&host.pool).await.unwrap();
-    sqlx::query(&format!("DROP ROLE {stranger}")).execute(&host.pool).await.unwrap();
+    sqlx::query("DROP SCHEMA plugin_audit_log")
+        .execute(&host.pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP ROLE {stranger}"))
+        .execute(&host.pool)
+        .await
+        .unwrap();
     host.stop().await;
 }

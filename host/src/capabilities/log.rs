@@ -78,6 +78,9 @@ mod tests {
     fn truncation_keeps_characters_whole() {
         assert_eq!(truncate("short".into(), 10), "short");
         let cut = truncate("ééé".into(), 3);
-        assert!(cut.starts_with('é') && cut.contains("[truncated: 6 bytes]"), "{cut}");
+        assert!(
+            cut.starts_with('é') && cut.contains("[truncated: 6 bytes]"),
+            "{cut}"
+        );
     }
 }

@@ -56,7 +56,11 @@ impl Plugin {
         let wit_event = types::Event::from(event);
         let started = Instant::now();
         // Waiting for room in the plugin's own share is not part of the invocation.
-        let _permit = self.share.enter(Work::Delivery).instrument(span.clone()).await;
+        let _permit = self
+            .share
+            .enter(Work::Delivery)
+            .instrument(span.clone())
+            .await;
         let mut store = self.new_store(Work::Delivery, Some(event.id.to_string()));
         let result = self
             .run(
@@ -84,8 +88,12 @@ impl Plugin {
         let outcome = match result {
             Ok(None) => Outcome::Duplicate,
             Ok(Some(Ok(()))) => Outcome::Ok,
-            Ok(Some(Err(types::HandlerError::Retryable(r)))) => Outcome::Retryable(truncate(r, max)),
-            Ok(Some(Err(types::HandlerError::Permanent(r)))) => Outcome::Permanent(truncate(r, max)),
+            Ok(Some(Err(types::HandlerError::Retryable(r)))) => {
+                Outcome::Retryable(truncate(r, max))
+            }
+            Ok(Some(Err(types::HandlerError::Permanent(r)))) => {
+                Outcome::Permanent(truncate(r, max))
+            }
             Err(aborted) => aborted,
         };
         let elapsed = started.elapsed();

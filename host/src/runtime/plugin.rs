@@ -137,8 +137,10 @@ impl Runtime {
         let reader = reader::GuestIndices::new(&pre).ok();
 
         let share = shared.ledger.share(&name, &shared.limits)?;
-        let identity = Arc::new(provision::provision(&shared.admin_pool, &name, &shared.limits).await?);
-        let pool = |size| provision::plugin_pool(&shared.admin_pool, &identity, &shared.limits, size);
+        let identity =
+            Arc::new(provision::provision(&shared.admin_pool, &name, &shared.limits).await?);
+        let pool =
+            |size| provision::plugin_pool(&shared.admin_pool, &identity, &shared.limits, size);
         let (delivery_pool, read_pool) = (
             pool(shared.limits.db_connections),
             pool(shared.limits.db_read_connections),
@@ -232,12 +234,13 @@ impl Plugin {
     pub async fn query_json(&self, sql: &str) -> Result<Vec<serde_json::Value>, sqlx::Error> {
         // A connection of its own, closed afterwards: this SQL is not the plugin's, and
         // must not leave anything on a connection the plugin's invocations use.
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&provision::connect_options(
-            &self.runtime.inner.admin_options,
-            &self.identity,
-            &self.runtime.inner.limits,
-        ))
-        .await?;
+        let mut conn =
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&provision::connect_options(
+                &self.runtime.inner.admin_options,
+                &self.identity,
+                &self.runtime.inner.limits,
+            ))
+            .await?;
         let mut tx = sqlx::Connection::begin(&mut conn).await?;
         sqlx::Executor::execute(&mut *tx, "SET TRANSACTION READ ONLY").await?;
         let wrapped = format!("SELECT coalesce(json_agg(t), '[]'::json) FROM ({sql}) AS t");

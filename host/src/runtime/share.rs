@@ -90,7 +90,11 @@ impl Ledger {
     }
 
     /// The plugin's share: the one its loaded versions hold, or a new reservation.
-    pub fn share(self: &Arc<Self>, name: &PluginName, limits: &Limits) -> Result<Arc<Share>, ShareError> {
+    pub fn share(
+        self: &Arc<Self>,
+        name: &PluginName,
+        limits: &Limits,
+    ) -> Result<Arc<Share>, ShareError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(share) = state.shares.get(name).and_then(Weak::upgrade) {
             return Ok(share);
@@ -120,7 +124,10 @@ impl Ledger {
 
     #[cfg(test)]
     fn reserved(&self) -> u32 {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).reserved
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reserved
     }
 }
 
@@ -145,30 +152,47 @@ mod tests {
         let again = ledger.share(&a, &limits()).unwrap();
         assert!(Arc::ptr_eq(&first, &again), "two versions share one share");
         assert_eq!(ledger.reserved(), 12);
-        let b = ledger.share(&PluginName::parse("b").unwrap(), &limits()).unwrap();
+        let b = ledger
+            .share(&PluginName::parse("b").unwrap(), &limits())
+            .unwrap();
         let err = ledger
             .share(&PluginName::parse("c").unwrap(), &limits())
             .err()
             .expect("a third share does not fit in 25 slots");
-        assert!(err.to_string().contains("limits.max_instances (25)"), "{err}");
+        assert!(
+            err.to_string().contains("limits.max_instances (25)"),
+            "{err}"
+        );
         drop(b);
         assert_eq!(ledger.reserved(), 12);
-        ledger.share(&PluginName::parse("c").unwrap(), &limits()).unwrap();
+        ledger
+            .share(&PluginName::parse("c").unwrap(), &limits())
+            .unwrap();
         drop((first, again));
     }
 
     #[tokio::test]
     async fn each_kind_of_work_has_its_own_limit() {
         let ledger = Ledger::new(25);
-        let share = ledger.share(&PluginName::parse("a").unwrap(), &limits()).unwrap();
+        let share = ledger
+            .share(&PluginName::parse("a").unwrap(), &limits())
+            .unwrap();
         let mut reads = Vec::new();
         for _ in 0..7 {
             reads.push(share.enter(Work::Read).await);
         }
-        let eighth = tokio::time::timeout(std::time::Duration::from_millis(50), share.enter(Work::Read)).await;
+        let eighth = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            share.enter(Work::Read),
+        )
+        .await;
         assert!(eighth.is_err(), "an eighth read must wait");
         // Reads at their limit do not hold up deliveries.
-        let delivery = tokio::time::timeout(std::time::Duration::from_millis(50), share.enter(Work::Delivery)).await;
+        let delivery = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            share.enter(Work::Delivery),
+        )
+        .await;
         assert!(delivery.is_ok());
     }
 }

@@ -184,7 +184,9 @@ pub async fn provision(
         .map_err(setup("?"))?;
     tx.execute(ROLE_LOCK_TIMEOUT).await.map_err(setup("?"))?;
     seal_advisory_locks(&mut *tx).await?;
-    let id = identity(&mut *tx, plugin, &schema).await.map_err(setup("?"))?;
+    let id = identity(&mut *tx, plugin, &schema)
+        .await
+        .map_err(setup("?"))?;
     assert_role(&mut *tx, &id, limits).await?;
     let owner: Option<String> =
         sqlx::query_scalar("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1")
@@ -201,7 +203,9 @@ pub async fn provision(
         Some(owner) if owner == legacy_role_name(plugin, &database) => {
             // Everything of the old role in this database (the schema and its tables).
             let reassign = format!("REASSIGN OWNED BY \"{owner}\" TO {}", id.role);
-            tx.execute(reassign.as_str()).await.map_err(setup(&id.role))?;
+            tx.execute(reassign.as_str())
+                .await
+                .map_err(setup(&id.role))?;
         }
         Some(owner) => {
             return Err(ProvisionError::ForeignSchema {
@@ -213,7 +217,10 @@ pub async fn provision(
         None => {}
     }
     for ddl in [
-        format!("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}", id.schema, id.role),
+        format!(
+            "CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}",
+            id.schema, id.role
+        ),
         format!("REVOKE ALL ON SCHEMA {} FROM PUBLIC", id.schema),
     ] {
         tx.execute(ddl.as_str()).await.map_err(setup(&id.role))?;
@@ -243,13 +250,19 @@ async fn identity(
             .fetch_one(&mut *conn)
             .await?;
             let role = role_name(plugin, &database, oid as u32);
-            let password = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-            sqlx::query("INSERT INTO eventhost_plugin_roles (plugin, role, password) VALUES ($1, $2, $3)")
-                .bind(plugin.as_str())
-                .bind(&role)
-                .bind(&password)
-                .execute(&mut *conn)
-                .await?;
+            let password = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            sqlx::query(
+                "INSERT INTO eventhost_plugin_roles (plugin, role, password) VALUES ($1, $2, $3)",
+            )
+            .bind(plugin.as_str())
+            .bind(&role)
+            .bind(&password)
+            .execute(&mut *conn)
+            .await?;
             (role, password)
         }
     };
@@ -328,7 +341,10 @@ async fn wipe_settings(conn: &mut PgConnection, role: &str) -> Result<(), sqlx::
     for database in databases {
         let reset = match database {
             None => format!("ALTER ROLE {role} RESET ALL"),
-            Some(db) => format!("ALTER ROLE {role} IN DATABASE \"{}\" RESET ALL", db.replace('"', "\"\"")),
+            Some(db) => format!(
+                "ALTER ROLE {role} IN DATABASE \"{}\" RESET ALL",
+                db.replace('"', "\"\"")
+            ),
         };
         conn.execute(reset.as_str()).await?;
     }
@@ -340,7 +356,11 @@ async fn wipe_settings(conn: &mut PgConnection, role: &str) -> Result<(), sqlx::
 pub async fn repair(admin: &PgPool, id: &PluginIdentity) -> Result<(), sqlx::Error> {
     let mut tx = admin.begin().await?;
     tx.execute(ROLE_LOCK_TIMEOUT).await?;
-    let password = format!("ALTER ROLE {} PASSWORD '{}'", id.role, scram_verifier(&id.password));
+    let password = format!(
+        "ALTER ROLE {} PASSWORD '{}'",
+        id.role,
+        scram_verifier(&id.password)
+    );
     tx.execute(password.as_str()).await?;
     wipe_settings(&mut *tx, &id.role).await?;
     tx.commit().await
@@ -358,7 +378,11 @@ pub async fn has_code(admin: &PgPool, id: &PluginIdentity) -> Result<bool, sqlx:
 }
 
 /// Re-asserts the role after the plugin's own SQL ran (its migrations).
-pub async fn reassert(admin: &PgPool, id: &PluginIdentity, limits: &Limits) -> Result<(), ProvisionError> {
+pub async fn reassert(
+    admin: &PgPool,
+    id: &PluginIdentity,
+    limits: &Limits,
+) -> Result<(), ProvisionError> {
     let failed = |source| ProvisionError::Attributes {
         role: id.role.clone(),
         source,
@@ -413,12 +437,7 @@ const ROLE_SETTINGS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_
      WHERE setrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user))";
 
 /// One of the plugin's own small pools, so one plugin cannot starve others of connections.
-pub fn plugin_pool(
-    admin: &PgPool,
-    id: &Arc<PluginIdentity>,
-    limits: &Limits,
-    size: u32,
-) -> PgPool {
+pub fn plugin_pool(admin: &PgPool, id: &Arc<PluginIdentity>, limits: &Limits, size: u32) -> PgPool {
     let (repair_pool, repair_id) = (admin.clone(), id.clone());
     PgPoolOptions::new()
         .after_connect(move |conn, _| {

@@ -157,7 +157,11 @@ impl DbSession {
                 }
                 Err(e) => return Err(error(format!("no database connection for the plugin: {e}"))),
             };
-            let sql = if self.has_code.load(Ordering::Relaxed) { BEGIN_AND_CHECK } else { BEGIN };
+            let sql = if self.has_code.load(Ordering::Relaxed) {
+                BEGIN_AND_CHECK
+            } else {
+                BEGIN
+            };
             let state = match begin(&mut conn, sql).await.and_then(|row| {
                 Ok((
                     row.try_get::<i32, _>(0)?,
@@ -260,17 +264,24 @@ impl DbSession {
             // Counted as received, before decoding makes a copy.
             bytes += row_bytes(&row);
             if rows.len() == caps.max_rows {
-                let m = format!("the query returned more than limits.db_max_rows ({}) rows", caps.max_rows);
+                let m = format!(
+                    "the query returned more than limits.db_max_rows ({}) rows",
+                    caps.max_rows
+                );
                 break Some((m.clone(), limit_error(m)));
             }
             if bytes > caps.max_bytes {
-                let m = format!("the query returned more than limits.db_max_result_bytes ({}) bytes", caps.max_bytes);
+                let m = format!(
+                    "the query returned more than limits.db_max_result_bytes ({}) bytes",
+                    caps.max_bytes
+                );
                 break Some((m.clone(), limit_error(m)));
             }
             // A decoder that panics on a value the plugin chose must not take the host's
             // task with it.
-            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_row(&row)))
-                .unwrap_or_else(|_| Err(error("a value could not be decoded")));
+            let decoded =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_row(&row)))
+                    .unwrap_or_else(|_| Err(error("a value could not be decoded")));
             match decoded {
                 Ok(values) => rows.push(values),
                 // The rest of the result is still on the wire.
@@ -332,7 +343,11 @@ impl DbSession {
         let Some(mut open) = self.open.take() else {
             return Ok(());
         };
-        let sql = if verb == "COMMIT" { COMMIT_AND_RESET } else { ROLLBACK_AND_RESET };
+        let sql = if verb == "COMMIT" {
+            COMMIT_AND_RESET
+        } else {
+            ROLLBACK_AND_RESET
+        };
         match execute_simple(&mut open.conn, sql).await {
             Ok(_) => Ok(()),
             Err(e) => {

@@ -41,7 +41,8 @@ pub fn refused_keyword(sql: &str) -> Option<&'static str> {
 /// `DO`, ...): from then on its sessions are checked for prepared statements that such code
 /// can make (see `session.rs`).
 pub fn defines_code(sql: &str) -> bool {
-    first_word(sql).is_some_and(|w| w.eq_ignore_ascii_case("CREATE") || w.eq_ignore_ascii_case("DO"))
+    first_word(sql)
+        .is_some_and(|w| w.eq_ignore_ascii_case("CREATE") || w.eq_ignore_ascii_case("DO"))
 }
 
 /// The first word of the statement, after what PostgreSQL's lexer skips.
@@ -141,7 +142,11 @@ mod tests {
 
     #[test]
     fn code_definitions_are_noticed() {
-        for sql in ["CREATE FUNCTION f() ...", "create or replace procedure p()", "/* x */ DO $$ $$"] {
+        for sql in [
+            "CREATE FUNCTION f() ...",
+            "create or replace procedure p()",
+            "/* x */ DO $$ $$",
+        ] {
             assert!(defines_code(sql), "{sql}");
         }
         for sql in ["SELECT f()", "INSERT INTO created VALUES (1)", "DOX"] {

@@ -77,7 +77,12 @@ fn sql_error(e: eventhost::plugin::db::DbError) -> HandlerError {
 
 fn report() -> Result<String, HandlerError> {
     let rows = query(SESSION_REPORT, &[]).map_err(sql_error)?;
-    match rows.rows.into_iter().next().and_then(|r| r.into_iter().next()) {
+    match rows
+        .rows
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+    {
         Some(Value::Text(report)) => Ok(report),
         other => Err(HandlerError::Permanent(format!("no report: {other:?}"))),
     }
@@ -106,7 +111,10 @@ impl exports::eventhost::plugin::handler::Guest for Probe {
             // Permanent failure until `data.key` is in `allowed_keys`: a rejection that an
             // operator can fix (insert the key), then replay the dead letter.
             "probe.gated" => {
-                let key = data(&event)?["key"].as_str().unwrap_or_default().to_string();
+                let key = data(&event)?["key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let found = query(
                     "SELECT 1 FROM allowed_keys WHERE key = $1",
                     &[Value::Text(key.clone())],
@@ -149,7 +157,9 @@ impl exports::eventhost::plugin::handler::Guest for Probe {
             // Lifts the statement timeout it was given, then sleeps far past any deadline.
             "probe.sleep" => {
                 execute("SET statement_timeout = 0", &[]).map_err(sql_error)?;
-                query("SELECT pg_sleep(3600)", &[]).map(drop).map_err(sql_error)
+                query("SELECT pg_sleep(3600)", &[])
+                    .map(drop)
+                    .map_err(sql_error)
             }
             // Leaves everything a session can keep for the next invocation, and commits.
             "probe.dirty-session" => dirty(),
@@ -188,7 +198,9 @@ impl exports::eventhost::plugin::handler::Guest for Probe {
                     "INSERT INTO notes (event_id) VALUES (gen_random_uuid())",
                     &[],
                 );
-                Err(HandlerError::Retryable("failing after trying to end the transaction".into()))
+                Err(HandlerError::Retryable(
+                    "failing after trying to end the transaction".into(),
+                ))
             }
             // `data`: {"rows": n, "row_bytes": m}. Asks for n rows of m bytes each.
             "probe.huge-result" => {
@@ -281,7 +293,8 @@ impl exports::eventhost::plugin::reader::Guest for Probe {
             headers: vec![("content-type".into(), "application/json".into())],
             body: body.into_bytes(),
         };
-        let failed = |e: HandlerError| answer(500, json!({ "error": format!("{e:?}") }).to_string());
+        let failed =
+            |e: HandlerError| answer(500, json!({ "error": format!("{e:?}") }).to_string());
         match request.path.split_once('/').unwrap_or((&request.path, "")) {
             ("session", _) => report().map(|r| answer(200, r)).unwrap_or_else(failed),
             ("dirty", _) => dirty()
@@ -302,12 +315,17 @@ impl exports::eventhost::plugin::reader::Guest for Probe {
                         .and_then(|(_, v)| v.parse::<u64>().ok())
                         .unwrap_or(0)
                 };
-                if let Err(e) = execute("INSERT INTO notes (event_id) VALUES (gen_random_uuid())", &[]) {
+                if let Err(e) = execute(
+                    "INSERT INTO notes (event_id) VALUES (gen_random_uuid())",
+                    &[],
+                ) {
                     return failed(sql_error(e));
                 }
                 Response {
                     status: param("status") as u16,
-                    headers: (0..param("headers")).map(|i| (format!("x-probe-{i}"), "v".into())).collect(),
+                    headers: (0..param("headers"))
+                        .map(|i| (format!("x-probe-{i}"), "v".into()))
+                        .collect(),
                     body: vec![b'x'; param("body") as usize],
                 }
             }
