@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod outbox;
+pub mod probe;
 pub mod serve;
 
 use eventhost::config::{AuthBackend, Limits};

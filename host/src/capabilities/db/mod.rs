@@ -3,9 +3,11 @@
 
 pub mod migrate;
 pub mod provision;
+mod role;
 mod session;
 mod statement;
 mod values;
+mod wire;
 
 pub use provision::PluginIdentity;
 pub use session::{DbSession, ResultCaps};

@@ -10,21 +10,15 @@
 
 use super::provision::{self, PluginIdentity};
 use super::statement::{defines_code, refused_keyword};
-use super::values::{bind, decode_row, error, row_bytes, signature};
+use super::values::{bind, decode_row, error, row_bytes};
+use super::wire::{begin, execute, execute_simple, fetch, keyed_sql, prepare, to_db_error};
 use crate::runtime::bindings::db::{DbError, Rows, Value};
 use futures_lite::stream::StreamExt;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{
-    PgArguments, PgConnection, PgPool, PgQueryResult, PgRow, PgStatement, Postgres,
-};
-use sqlx::query::Query;
-use sqlx::{Column, Connection, Executor, Row, Statement};
-use std::future::Future;
-use std::pin::Pin;
+use sqlx::postgres::{PgConnection, PgPool, Postgres};
+use sqlx::{Column, Connection, Row, Statement};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Opens the transaction and reports the session's backend, in one round trip.
 const BEGIN: &str = "BEGIN; SELECT pg_catalog.pg_backend_pid(), 0::int8, -1::int8";
@@ -391,65 +385,5 @@ impl DbSession {
                 }
             });
         }
-    }
-}
-
-// Each sqlx call sits behind a function with named lifetimes: awaited directly inside
-// the generated `Send` import futures, rustc cannot prove sqlx's executor futures `Send`
-// for every lifetime ("implementation of `Executor` is not general enough").
-
-/// A plain string runs over the simple-query protocol, so all statements go in one
-/// round trip.
-fn begin<'c>(
-    conn: &'c mut PgConnection,
-    sql: &'static str,
-) -> BoxFuture<'c, Result<PgRow, sqlx::Error>> {
-    Box::pin(conn.fetch_one(sql))
-}
-
-fn prepare<'c, 's: 'c>(
-    conn: &'c mut PgConnection,
-    sql: &'s str,
-) -> BoxFuture<'c, Result<PgStatement<'s>, sqlx::Error>> {
-    Box::pin(conn.prepare(sql))
-}
-
-fn fetch<'c, 'q: 'c>(
-    conn: &'c mut PgConnection,
-    query: Query<'q, Postgres, PgArguments>,
-) -> Pin<Box<dyn futures_lite::Stream<Item = Result<PgRow, sqlx::Error>> + Send + 'c>> {
-    query.fetch(conn)
-}
-
-fn execute<'c, 'q: 'c>(
-    conn: &'c mut PgConnection,
-    query: Query<'q, Postgres, PgArguments>,
-) -> BoxFuture<'c, Result<PgQueryResult, sqlx::Error>> {
-    Box::pin(query.execute(conn))
-}
-
-fn execute_simple<'c>(
-    conn: &'c mut PgConnection,
-    sql: &'static str,
-) -> BoxFuture<'c, Result<PgQueryResult, sqlx::Error>> {
-    Box::pin(conn.execute(sql))
-}
-
-/// The SQL as sent: with parameters, suffixed by their types (see [`signature`]).
-fn keyed_sql(sql: &str, params: &[Value]) -> String {
-    if params.is_empty() {
-        sql.to_string()
-    } else {
-        format!("{sql}\n/* eventhost param types: {} */", signature(params))
-    }
-}
-
-pub fn to_db_error(e: sqlx::Error) -> DbError {
-    match &e {
-        sqlx::Error::Database(db) => DbError {
-            code: db.code().map(|c| c.into_owned()).unwrap_or_default(),
-            message: db.message().to_string(),
-        },
-        other => error(other.to_string()),
     }
 }
