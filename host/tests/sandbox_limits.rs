@@ -153,7 +153,7 @@ async fn the_cpu_limit_counts_only_the_plugins_own_code() {
     let host = TestHost::start(limits, AuthBackend::Postgres).await;
     let probe = host.load("probe").await;
     for calls in [
-        json!({ "calls": 3000, "sleep_ms": 0 }),
+        json!({ "calls": 2000, "sleep_ms": 0 }),
         json!({ "calls": 40, "sleep_ms": 5 }),
     ] {
         let invocation = probe
