@@ -88,3 +88,73 @@ async fn a_hostile_plugin_under_serve_fails_only_itself() {
         .finish()
         .await;
 }
+
+/// One HTTP/1.1 response off `bytes`: (status, body, bytes it took).
+fn parse_response(bytes: &[u8]) -> Option<(u16, Vec<u8>, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head) = response.parse(bytes).ok()? else {
+        return None;
+    };
+    let length: usize = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())?;
+    let body = bytes.get(head..head + length)?.to_vec();
+    Some((response.code?, body, head + length))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_headers_cannot_split_a_keep_alive_connection() {
+    use std::io::{Read, Write};
+    let world = ServeWorld::start(&["probe"]).await;
+    // The plugin claims the framing: chunked, a short length, and a forged second
+    // response inside its body.
+    let forged = "0\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged";
+    let query = format!(
+        "status=200&h=transfer-encoding:chunked&h=content-length:3&h=connection:keep-alive&h=x-fine:yes&text={}",
+        forged.replace('\r', "%0D").replace('\n', "%0A").replace(' ', "%20").replace(':', "%3A")
+    );
+    let address = world.api.trim_start_matches("http://").to_string();
+    let (answers, raw) = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let first = format!("GET /plugins/probe/answer?{query} HTTP/1.1\r\nhost: x\r\n\r\n");
+        stream.write_all(first.as_bytes()).unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let mut raw = Vec::new();
+        let mut answers = Vec::new();
+        let mut buf = [0u8; 4096];
+        while answers.len() < 2 {
+            let n = stream.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            answers.clear();
+            let mut at = 0;
+            while let Some((status, body, used)) = parse_response(&raw[at..]) {
+                answers.push((status, body));
+                at += used;
+            }
+        }
+        (answers, raw)
+    })
+    .await
+    .unwrap();
+    let shown = String::from_utf8_lossy(&raw).to_string();
+    assert_eq!(answers.len(), 2, "{shown}");
+    assert_eq!(answers[0], (200, forged.as_bytes().to_vec()), "{shown}");
+    assert_eq!(
+        answers[1],
+        (200, b"ok\n".to_vec()),
+        "the second request got someone else's answer: {shown}"
+    );
+    assert!(shown.contains("x-fine: yes"), "{shown}");
+    world.finish().await;
+}

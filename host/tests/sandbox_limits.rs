@@ -118,6 +118,9 @@ async fn what_a_plugin_hands_the_host_is_bounded() {
             "read_body_bytes",
         ),
         (&[("status", "200"), ("headers", "6")][..], "read_headers"),
+        (&[("status", "0")][..], "not a final HTTP status"),
+        (&[("status", "101")][..], "not a final HTTP status"),
+        (&[("status", "999")][..], "not a final HTTP status"),
     ] {
         let refused = read_with(&probe, "answer", query).await;
         assert!(

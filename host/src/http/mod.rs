@@ -2,6 +2,7 @@
 //! Prometheus metrics and the plugin admin endpoints.
 
 mod admin;
+pub mod answer;
 mod reads;
 
 use crate::consumer::{Consuming, Registry};

@@ -3,9 +3,8 @@
 
 use super::{error, ApiState};
 use crate::runtime::{Outcome, ReadRequest};
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use std::sync::Arc;
 
@@ -35,22 +34,7 @@ pub async fn read(
     };
     let (result, _logs) = plugin.read(request).await;
     match result {
-        Ok(answer) => {
-            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let mut response = Response::new(Body::from(answer.body));
-            *response.status_mut() = status;
-            for (name, value) in answer.headers {
-                match (HeaderName::try_from(&name), HeaderValue::try_from(&value)) {
-                    (Ok(name), Ok(value)) => {
-                        response.headers_mut().append(name, value);
-                    }
-                    _ => {
-                        tracing::warn!(plugin = %plugin.name(), header = %name, "plugin returned an invalid header; dropped")
-                    }
-                }
-            }
-            response
-        }
+        Ok(answer) => super::answer::to_response(plugin.name().as_str(), answer),
         // Traps, deadlines and an unreachable database: nothing was committed; try again.
         Err(outcome @ (Outcome::Aborted(_) | Outcome::Retryable(_))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, outcome.to_string())

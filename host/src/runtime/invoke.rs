@@ -315,6 +315,12 @@ fn take_logs(store: &mut Store<HostState>) -> Vec<(Level, String)> {
 
 /// Checks a read's answer against the limits on what a plugin may hand back.
 fn answer_fits(answer: &reader::Response, limits: &crate::config::Limits) -> Result<(), String> {
+    if crate::http::answer::final_status(answer.status).is_none() {
+        return Err(format!(
+            "the read answered with status {}, which is not a final HTTP status (200 to 599)",
+            answer.status
+        ));
+    }
     if answer.body.len() > limits.read_body_bytes {
         return Err(format!(
             "the read's answer body of {} bytes exceeds limits.read_body_bytes ({})",

@@ -285,8 +285,9 @@ impl exports::eventhost::plugin::migrations::Guest for Probe {
 
 impl exports::eventhost::plugin::reader::Guest for Probe {
     /// `session`: the session report; `dirty`: dirties the session; `sleep/<ms>`: a slow
-    /// read; `answer?status=&headers=&body=`: writes a note, then answers with that
-    /// status, that many headers and a body of that many bytes; anything else: 200 "ok".
+    /// read; `answer?status=&headers=&body=&h=name:value&text=`: writes a note, then
+    /// answers with that status, that many headers (plus the `h` ones) and a body of that
+    /// many bytes (or `text`); anything else: 200 "ok".
     fn read(request: Request) -> Response {
         let answer = |status: u16, body: String| Response {
             status,
@@ -321,12 +322,25 @@ impl exports::eventhost::plugin::reader::Guest for Probe {
                 ) {
                     return failed(sql_error(e));
                 }
+                // `h=name:value` (repeatable) adds a header of the plugin's choosing, and
+                // `text=...` replaces the body.
+                let chosen = request
+                    .query
+                    .iter()
+                    .filter(|(k, _)| k == "h")
+                    .filter_map(|(_, v)| v.split_once(':'))
+                    .map(|(n, v)| (n.to_string(), v.to_string()));
+                let text = request.query.iter().find(|(k, _)| k == "text");
                 Response {
                     status: param("status") as u16,
                     headers: (0..param("headers"))
                         .map(|i| (format!("x-probe-{i}"), "v".into()))
+                        .chain(chosen)
                         .collect(),
-                    body: vec![b'x'; param("body") as usize],
+                    body: match text {
+                        Some((_, t)) => t.clone().into_bytes(),
+                        None => vec![b'x'; param("body") as usize],
+                    },
                 }
             }
             _ => answer(200, "\"ok\"".into()),
