@@ -225,6 +225,16 @@ async fn run(config: Config) -> Result<ExitCode> {
         tracing::info!(exchange = %config.broker.exchange, broker = %eventhost::broker::redacted(&config.broker.url), "relay started");
     }
     if config.http.enabled {
+        let admin_token = match std::env::var("EVENTHOST_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+        {
+            Some(t) if t.len() < 16 => anyhow::bail!(
+                "invalid config: EVENTHOST_ADMIN_TOKEN must be at least 16 characters"
+            ),
+            Some(t) => Some(eventhost::config::Secret::new(t)),
+            None => config.http.admin_token.clone(),
+        };
         let state = http::ApiState {
             registry: plugins.registry.clone(),
             metrics,
@@ -233,6 +243,7 @@ async fn run(config: Config) -> Result<ExitCode> {
             plugins_scanned: plugins.scanned.clone(),
             rescan: plugins.rescan.clone(),
             relay,
+            admin_token,
         };
         serve_http(
             &mut tasks,

@@ -158,3 +158,29 @@ async fn a_plugins_headers_cannot_split_a_keep_alive_connection() {
     assert!(shown.contains("x-fine: yes"), "{shown}");
     world.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_reload_needs_the_bearer_token() {
+    let world = ServeWorld::start(&["probe"]).await;
+    let url = format!("{}/admin/plugins/reload", world.api);
+    let client = reqwest::Client::new();
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(status(client.post(&url).send().await.unwrap()), 401);
+    let wrong = client
+        .post(&url)
+        .bearer_auth("e2e-admin-token-0123456788")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(wrong), 401);
+    let right = client
+        .post(&url)
+        .bearer_auth(common::serve::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(right), 202);
+    // Reading stays open.
+    assert_eq!(world.get("/admin/plugins").await.0, 200);
+    world.finish().await;
+}

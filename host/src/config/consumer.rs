@@ -98,6 +98,9 @@ impl ConsumerConfig {
 pub struct HttpConfig {
     pub enabled: bool,
     pub listen: SocketAddr,
+    /// Bearer token for the mutating admin routes (`EVENTHOST_ADMIN_TOKEN` overrides it).
+    /// Without one they are disabled.
+    pub admin_token: Option<Secret>,
 }
 
 impl Default for HttpConfig {
@@ -105,7 +108,29 @@ impl Default for HttpConfig {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin_token: None,
         }
+    }
+}
+
+/// A value that never appears in `Debug` output or logs.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
     }
 }
 

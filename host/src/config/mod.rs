@@ -5,7 +5,7 @@ mod consumer;
 mod outbox;
 mod runtime;
 
-pub use consumer::{ConsumerConfig, HttpConfig};
+pub use consumer::{ConsumerConfig, HttpConfig, Secret};
 pub use outbox::{AuthServiceConfig, BrokerConfig, RelayConfig};
 pub use runtime::{AuthBackend, Limits};
 
@@ -85,6 +85,16 @@ impl Config {
         self.limits.validate().map_err(ConfigError::Invalid)?;
         self.relay.validate().map_err(ConfigError::Invalid)?;
         self.consumer.validate().map_err(ConfigError::Invalid)?;
+        if self
+            .http
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return Err(ConfigError::Invalid(
+                "http.admin_token must be at least 16 characters".into(),
+            ));
+        }
         if self.broker.exchange.is_empty() || self.broker.exchange.len() > 255 {
             return Err(ConfigError::Invalid(
                 "broker.exchange must be 1 to 255 characters".into(),
@@ -106,6 +116,16 @@ mod tests {
             Config::parse("[relay]\nbatch_size = 50\npoll_interval = \"250ms\"\n").unwrap();
         assert_eq!(config.relay.batch_size, 50);
         assert_eq!(config.relay.poll_interval.as_millis(), 250);
+    }
+
+    #[test]
+    fn the_admin_token_is_never_printed() {
+        let config = Config::parse("[http]\nadmin_token = \"a-very-secret-token-1\"\n").unwrap();
+        assert!(!format!("{config:?}").contains("a-very-secret-token-1"));
+        let err = Config::parse("[http]\nadmin_token = \"short\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.admin_token"), "{err}");
     }
 
     #[test]

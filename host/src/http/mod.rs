@@ -31,6 +31,8 @@ pub struct ApiState {
     /// Wakes the plugin directory watcher (`POST /admin/plugins/reload`).
     pub rescan: Arc<Notify>,
     pub relay: Option<Relay>,
+    /// Bearer token of the mutating admin routes; `None` disables them.
+    pub admin_token: Option<crate::config::Secret>,
 }
 
 pub fn router(state: ApiState) -> Router {

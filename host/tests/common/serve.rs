@@ -46,6 +46,9 @@ pub fn cloud_event(id: Uuid, event_type: &str, subject: &str, data: Value) -> Ve
     .into_bytes()
 }
 
+/// The admin token every e2e host runs with.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_eventhost")
 }
@@ -137,6 +140,7 @@ listen = "127.0.0.1:{auth_port}"
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "warn,eventhost=info")
+            .env("EVENTHOST_ADMIN_TOKEN", ADMIN_TOKEN)
             .env_remove("DATABASE_URL")
             .env_remove("AMQP_URL")
             .stdout(Stdio::null())
