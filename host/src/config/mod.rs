@@ -11,6 +11,7 @@ pub use runtime::{AuthBackend, Limits};
 
 use serde::Deserialize;
 use std::path::Path;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -82,6 +83,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_ranges().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
         self.relay.validate().map_err(ConfigError::Invalid)?;
         self.consumer.validate().map_err(ConfigError::Invalid)?;
@@ -104,6 +106,46 @@ impl Config {
     }
 }
 
+/// No duration in the config may be longer than this: the host adds them to clocks and
+/// multiplies them, and a value near `Duration::MAX` would overflow there.
+const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+impl Config {
+    /// Every duration within [`LONGEST`], and retry delays within RabbitMQ's message TTL
+    /// (a 32-bit count of milliseconds); each error names its field.
+    fn check_ranges(&self) -> Result<(), String> {
+        let (c, r) = (&self.consumer, &self.relay);
+        let mut all = vec![
+            ("consumer.reload_interval", c.reload_interval),
+            ("consumer.shutdown_timeout", c.shutdown_timeout),
+            ("broker.connect_timeout", self.broker.connect_timeout),
+            ("relay.poll_interval", r.poll_interval),
+            ("relay.backoff_base", r.backoff_base),
+            ("relay.backoff_max", r.backoff_max),
+            ("relay.confirm_timeout", r.confirm_timeout),
+            ("relay.retention", r.retention),
+            ("relay.purge_interval", r.purge_interval),
+        ];
+        if let AuthBackend::Http { timeout, .. } = &self.auth {
+            all.push(("auth.timeout", *timeout));
+        }
+        for (field, value) in all {
+            if value > LONGEST {
+                return Err(format!("{field} must be at most 10 years"));
+            }
+        }
+        for (i, delay) in c.retry_delays.iter().enumerate() {
+            if delay.as_millis() > u32::MAX as u128 {
+                return Err(format!(
+                    "consumer.retry_delays[{i}] must be at most {} ms (RabbitMQ's message TTL)",
+                    u32::MAX
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +158,28 @@ mod tests {
             Config::parse("[relay]\nbatch_size = 50\npoll_interval = \"250ms\"\n").unwrap();
         assert_eq!(config.relay.batch_size, 50);
         assert_eq!(config.relay.poll_interval.as_millis(), 250);
+    }
+
+    #[test]
+    fn durations_too_long_to_compute_with_name_their_field() {
+        for (text, field) in [
+            (
+                "[relay]\nretention = \"1000000000years\"\n",
+                "relay.retention",
+            ),
+            (
+                "[consumer]\nreload_interval = \"100000years\"\n",
+                "consumer.reload_interval",
+            ),
+            (
+                "[consumer]\nretry_delays = [\"1s\", \"60days\"]\n",
+                "consumer.retry_delays[1]",
+            ),
+            ("[limits]\nwall_time = \"100years\"\n", "limits.wall_time"),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
     }
 
     #[test]
