@@ -13,7 +13,7 @@ use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// PostgreSQL URL of the host's database.
@@ -26,6 +26,22 @@ pub struct Config {
     pub limits: Limits,
     /// Where the plugins' `auth` import looks users up.
     pub auth: AuthBackend,
+}
+
+/// Passwords in the URLs (and the admin token) stay out of `Debug` output.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &crate::broker::redacted(&self.database_url))
+            .field("broker", &self.broker)
+            .field("relay", &self.relay)
+            .field("auth_service", &self.auth_service)
+            .field("consumer", &self.consumer)
+            .field("http", &self.http)
+            .field("limits", &self.limits)
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -180,6 +196,20 @@ mod tests {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn passwords_in_urls_are_never_printed() {
+        let config = Config::parse(
+            "database_url = \"postgres://app:db-pass-123@db/x\"\n[broker]\nurl = \"amqps://bus:amqp-pass-456@mq/%2f\"\n",
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("db-pass-123") && !shown.contains("amqp-pass-456"),
+            "{shown}"
+        );
+        assert!(shown.contains("postgres://app:***@db/x"), "{shown}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Where events are published (and, later, consumed).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// AMQP 0-9-1 URL of RabbitMQ.
@@ -16,6 +16,17 @@ pub struct BrokerConfig {
     /// How long one connection attempt may take before it counts as an outage.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+}
+
+/// The URL's password stays out of `Debug` output.
+impl std::fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("url", &crate::broker::redacted(&self.url))
+            .field("exchange", &self.exchange)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 impl Default for BrokerConfig {
