@@ -5,8 +5,8 @@
 //! reset of what a session can carry over (settings, `LISTEN`, cursors, temporary tables,
 //! sequence state), and, for plugins with code of their own, checks at the next `BEGIN`, in
 //! the same round trip, for the one thing the reset cannot clear (prepared statements made
-//! by that code); a connection that has one is closed instead of used. Settings written on the plugin's role are caught when
-//! a connection is made (`provision::plugin_pool`).
+//! by that code); a connection that has one is closed instead of used. Settings written on
+//! the plugin's role are caught when a connection is made (`provision::plugin_pool`).
 
 use super::provision::{self, PluginIdentity};
 use super::statement::{defines_code, refused_keyword};
@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Opens the transaction and reports the session's backend, in one round trip.
-const BEGIN: &str = "BEGIN; SELECT pg_catalog.pg_backend_pid(), 0::int8, -1::int8";
+const BEGIN: &str = "BEGIN; SELECT pg_catalog.pg_backend_pid()";
 
 /// [`BEGIN`], and the named prepared statements on this connection: ones made by SQL
 /// (`PREPARE` run by a function or a `DO` block of the plugin's) are an earlier
@@ -151,17 +151,15 @@ impl DbSession {
                 }
                 Err(e) => return Err(error(format!("no database connection for the plugin: {e}"))),
             };
-            let sql = if self.has_code.load(Ordering::Relaxed) {
-                BEGIN_AND_CHECK
-            } else {
-                BEGIN
-            };
+            let check = self.has_code.load(Ordering::Relaxed);
+            let sql = if check { BEGIN_AND_CHECK } else { BEGIN };
             let state = match begin(&mut conn, sql).await.and_then(|row| {
-                Ok((
-                    row.try_get::<i32, _>(0)?,
-                    row.try_get::<i64, _>(1)?,
-                    row.try_get::<i64, _>(2)?,
-                ))
+                let pid = row.try_get::<i32, _>(0)?;
+                let statements = match check {
+                    true => Some((row.try_get::<i64, _>(1)?, row.try_get::<i64, _>(2)?)),
+                    false => None,
+                };
+                Ok((pid, statements))
             }) {
                 Ok(state) => state,
                 Err(e) => {
@@ -169,13 +167,14 @@ impl DbSession {
                     return Err(to_db_error(e));
                 }
             };
-            let (backend_pid, leftovers, protocol_statements) = state;
+            let (backend_pid, statements) = state;
             let cached = conn.cached_statements_size() as i64;
-            if leftovers == 0 && (protocol_statements == cached || protocol_statements < 0) {
+            let Some((from_sql, protocol)) = statements.filter(|&(f, p)| f != 0 || p != cached)
+            else {
                 return Ok(OpenTx { conn, backend_pid });
-            }
+            };
             tracing::warn!(
-                role = %self.identity.role, leftovers, protocol_statements, cached,
+                role = %self.identity.role, from_sql, protocol, cached,
                 "a plugin session kept prepared statements from an earlier invocation; closing it"
             );
             conn.close_on_drop();
@@ -262,14 +261,14 @@ impl DbSession {
                     "the query returned more than limits.db_max_rows ({}) rows",
                     caps.max_rows
                 );
-                break Some((m.clone(), limit_error(m)));
+                break Some(limit_error(m));
             }
             if bytes > caps.max_bytes {
                 let m = format!(
                     "the query returned more than limits.db_max_result_bytes ({}) bytes",
                     caps.max_bytes
                 );
-                break Some((m.clone(), limit_error(m)));
+                break Some(limit_error(m));
             }
             // A decoder that panics on a value the plugin chose must not take the host's
             // task with it.
@@ -279,12 +278,12 @@ impl DbSession {
             match decoded {
                 Ok(values) => rows.push(values),
                 // The rest of the result is still on the wire.
-                Err(e) => break Some((e.message.clone(), e)),
+                Err(e) => break Some(e),
             }
         };
         drop(stream);
-        if let Some((reason, err)) = cut {
-            self.lost = Some(reason);
+        if let Some(err) = cut {
+            self.lost = Some(err.message.clone());
             return Err(err);
         }
         Ok(Rows { columns, rows })
@@ -322,25 +321,20 @@ impl DbSession {
 
     /// Commits what the plugin wrote; a no-op if it ran no statement.
     pub async fn commit(&mut self) -> Result<(), sqlx::Error> {
-        self.finish("COMMIT").await
+        self.finish(COMMIT_AND_RESET).await
     }
 
     pub async fn rollback(&mut self) -> Result<(), sqlx::Error> {
-        self.finish("ROLLBACK").await
+        self.finish(ROLLBACK_AND_RESET).await
     }
 
-    async fn finish(&mut self, verb: &'static str) -> Result<(), sqlx::Error> {
+    async fn finish(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
         if self.lost.is_some() {
             self.abandon();
             return Ok(());
         }
         let Some(mut open) = self.open.take() else {
             return Ok(());
-        };
-        let sql = if verb == "COMMIT" {
-            COMMIT_AND_RESET
-        } else {
-            ROLLBACK_AND_RESET
         };
         match execute_simple(&mut open.conn, sql).await {
             Ok(_) => Ok(()),
