@@ -134,27 +134,30 @@ impl Plugin {
         };
         let mut store = self.new_store(Work::Read, None);
         let limits = &self.runtime.inner.limits;
+        // The answer is checked as soon as it leaves the plugin; one that is refused never
+        // commits and never leaves the host.
         let result = self
             .run(
                 &mut store,
                 Strict::No,
-                |r: &reader::Response| r.status < 500 && answer_fits(r, limits).is_ok(),
+                |r: &Result<reader::Response, String>| matches!(r, Ok(a) if a.status < 500),
                 async |store, instance| {
                     let reader = indices.load(&mut *store, &instance)?;
-                    reader.call_read(&mut *store, &wit_request).await
+                    let answer = reader.call_read(&mut *store, &wit_request).await?;
+                    Ok(answer_fits(&answer, limits).map(|()| answer))
                 },
             )
             .instrument(span)
             .await;
-        let response = result.and_then(|r| {
-            // An answer over the limits was rolled back above; it does not leave the host.
-            answer_fits(&r, limits).map_err(|e| Outcome::Permanent(e))?;
-            Ok(ReadResponse {
+        let response = match result {
+            Ok(Ok(r)) => Ok(ReadResponse {
                 status: r.status,
                 headers: r.headers,
                 body: r.body,
-            })
-        });
+            }),
+            Ok(Err(refused)) => Err(Outcome::Permanent(refused)),
+            Err(outcome) => Err(outcome),
+        };
         (response, take_logs(&mut store))
     }
 

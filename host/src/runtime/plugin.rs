@@ -187,13 +187,7 @@ impl Runtime {
         .await?;
         // Whatever the migrations did to the plugin's own role is undone.
         provision::reassert(&shared.admin_pool, &plugin.identity, &shared.limits).await?;
-        let has_code = provision::has_code(&shared.admin_pool, &plugin.identity)
-            .await
-            .map_err(|source| ProvisionError::Setup {
-                role: plugin.identity.role.clone(),
-                schema: plugin.identity.schema.clone(),
-                source,
-            })?;
+        let has_code = provision::has_code(&shared.admin_pool, &plugin.identity).await?;
         plugin.has_code.store(has_code, Ordering::Relaxed);
         tracing::info!(
             plugin = %plugin.name, schema = %plugin.identity.schema, migrations_applied = applied,

@@ -137,13 +137,18 @@ pub async fn provision(
 
 /// Whether the plugin's schema holds functions or procedures (code that can run SQL of
 /// its own choosing inside its sessions).
-pub async fn has_code(admin: &PgPool, id: &PluginIdentity) -> Result<bool, sqlx::Error> {
+pub async fn has_code(admin: &PgPool, id: &PluginIdentity) -> Result<bool, ProvisionError> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1)",
     )
     .bind(&id.schema)
     .fetch_one(admin)
     .await
+    .map_err(|source| ProvisionError::Setup {
+        role: id.role.clone(),
+        schema: id.schema.clone(),
+        source,
+    })
 }
 
 /// Prepared statements kept per plugin connection.

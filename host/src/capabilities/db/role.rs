@@ -149,36 +149,35 @@ pub(super) async fn identity(
     })
 }
 
-/// Puts the role back the way the host made it: attributes, connection limit, the host's
-/// password, no memberships and no settings of its own (a plugin may write its own role's
-/// settings and password; they are undone here, at every load and after its migrations).
+/// Puts the role back the way the host made it: attributes, connection limit, no
+/// memberships, and (through [`restore`]) the host's password and no settings of its own
+/// (a plugin may write its own role's settings and password; they are undone here, at
+/// every load and after its migrations).
 pub async fn assert_role(
     conn: &mut PgConnection,
     id: &PluginIdentity,
     limits: &Limits,
 ) -> Result<(), ProvisionError> {
+    let failed = |source| ProvisionError::Attributes {
+        role: id.role.clone(),
+        source,
+    };
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
             .bind(&id.role)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|source| ProvisionError::Attributes {
-                role: id.role.clone(),
-                source,
-            })?;
-    // Identifiers are built from [a-z0-9_] only and the verifier is base64, so they are
-    // safe to splice; DDL takes no bind parameters.
+            .map_err(failed)?;
+    // Identifiers are built from [a-z0-9_] only, so they are safe to splice; DDL takes no
+    // bind parameters.
     let attributes = format!(
-        "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {} PASSWORD '{}'",
-        limits.role_connection_limit(), scram_verifier(&id.password)
+        "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {}",
+        limits.role_connection_limit()
     );
     let verb = if exists { "ALTER" } else { "CREATE" };
     conn.execute(format!("{verb} ROLE {} WITH {attributes}", id.role).as_str())
         .await
-        .map_err(|source| ProvisionError::Attributes {
-            role: id.role.clone(),
-            source,
-        })?;
+        .map_err(failed)?;
     let memberships: Vec<String> = sqlx::query_scalar(
         "SELECT g.rolname::text FROM pg_auth_members m
          JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
@@ -187,38 +186,39 @@ pub async fn assert_role(
     .bind(&id.role)
     .fetch_all(&mut *conn)
     .await
-    .map_err(|source| ProvisionError::Attributes {
-        role: id.role.clone(),
-        source,
-    })?;
+    .map_err(failed)?;
     if !memberships.is_empty() {
         return Err(ProvisionError::Membership {
             role: id.role.clone(),
             memberships: memberships.join(", "),
         });
     }
-    wipe_settings(conn, &id.role)
-        .await
-        .map_err(|source| ProvisionError::Attributes {
-            role: id.role.clone(),
-            source,
-        })
+    restore(conn, id).await.map_err(failed)
 }
 
-/// Removes every setting written on the role (`ALTER ROLE ... [IN DATABASE ...] SET`).
-async fn wipe_settings(conn: &mut PgConnection, role: &str) -> Result<(), sqlx::Error> {
+/// The host's password (as a SCRAM verifier, so no statement carries the password itself)
+/// and no settings written on the role (`ALTER ROLE ... [IN DATABASE ...] SET`).
+async fn restore(conn: &mut PgConnection, id: &PluginIdentity) -> Result<(), sqlx::Error> {
+    // The verifier is base64, so it is safe to splice.
+    let password = format!(
+        "ALTER ROLE {} PASSWORD '{}'",
+        id.role,
+        scram_verifier(&id.password)
+    );
+    conn.execute(password.as_str()).await?;
     let databases: Vec<Option<String>> = sqlx::query_scalar(
         "SELECT d.datname::text FROM pg_db_role_setting s LEFT JOIN pg_database d ON d.oid = s.setdatabase
          WHERE s.setrole = (SELECT oid FROM pg_roles WHERE rolname = $1)",
     )
-    .bind(role)
+    .bind(&id.role)
     .fetch_all(&mut *conn)
     .await?;
     for database in databases {
         let reset = match database {
-            None => format!("ALTER ROLE {role} RESET ALL"),
+            None => format!("ALTER ROLE {} RESET ALL", id.role),
             Some(db) => format!(
-                "ALTER ROLE {role} IN DATABASE \"{}\" RESET ALL",
+                "ALTER ROLE {} IN DATABASE \"{}\" RESET ALL",
+                id.role,
                 db.replace('"', "\"\"")
             ),
         };
@@ -227,18 +227,11 @@ async fn wipe_settings(conn: &mut PgConnection, role: &str) -> Result<(), sqlx::
     Ok(())
 }
 
-/// Puts the host's password back on the role and wipes its settings: what a plugin may
-/// change about its own role, undone while it runs (a refused login, a dirty session).
+/// [`restore`] while the plugin runs (a refused login, a session that found role settings).
 pub async fn repair(admin: &PgPool, id: &PluginIdentity) -> Result<(), sqlx::Error> {
     let mut tx = admin.begin().await?;
     tx.execute(ROLE_LOCK_TIMEOUT).await?;
-    let password = format!(
-        "ALTER ROLE {} PASSWORD '{}'",
-        id.role,
-        scram_verifier(&id.password)
-    );
-    tx.execute(password.as_str()).await?;
-    wipe_settings(&mut *tx, &id.role).await?;
+    restore(&mut tx, id).await?;
     tx.commit().await
 }
 
