@@ -11,6 +11,8 @@
 //! hits both alike; each figure is the median over all invocations, and the overhead is
 //! also given as the median of the pairs' differences. Run: `bash scripts/bench.sh`.
 
+mod common;
+
 use eventhost::config::{AuthBackend, Limits};
 use eventhost::fixtures::ScratchDatabase;
 use eventhost::runtime::bindings::{handler, types};
@@ -54,13 +56,8 @@ fn probe_event(event_type: &str) -> Event {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let server = std::env::var("EVENTHOST_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
-    let wasm_path = format!("{target}/wasm32-wasip2/release/probe.wasm");
-    let wasm = std::fs::read(&wasm_path)
-        .map_err(|e| anyhow::anyhow!("{wasm_path}: {e} (run scripts/build-plugins.sh)"))?;
+    let server = common::server_url();
+    let wasm = common::read_wasm("probe")?;
 
     let scratch = ScratchDatabase::create(&server, "eventhost_bench").await?;
     let (pool, runtime) =

@@ -7,6 +7,8 @@
 //! `ROUNDS` asks against the idle RSS before the first, and the median time of an ask.
 //! Run: `bash scripts/bench.sh memory`.
 
+mod common;
+
 use eventhost::config::{AuthBackend, Limits};
 use eventhost::fixtures::ScratchDatabase;
 use eventhost::runtime::Runtime;
@@ -70,11 +72,8 @@ fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let server = std::env::var("EVENTHOST_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
-    let wasm = std::fs::read(format!("{target}/wasm32-wasip2/release/probe.wasm"))?;
+    let server = common::server_url();
+    let wasm = common::read_wasm("probe")?;
     let scratch = ScratchDatabase::create(&server, "eventhost_bench").await?;
     let limits = Limits::default();
     let (cap_bytes, cap_rows) = (limits.db_max_result_bytes as u64, limits.db_max_rows as u64);

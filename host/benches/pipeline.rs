@@ -13,6 +13,8 @@
 //! The native twins write to schemas provisioned from the same components (same tables,
 //! same inbox), through a pool of the same size. Run: `bash scripts/bench.sh pipeline`.
 
+mod common;
+
 use eventhost::auth_service::users::{self, Producer};
 use eventhost::config::{BrokerConfig, ConsumerConfig, Limits, RelayConfig};
 use eventhost::consumer::{self, Consumer, Consuming, Registry, Subscriber, Target};
@@ -24,7 +26,6 @@ use eventhost::Event;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,13 +39,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn wasm(stem: &str) -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join(format!("wasm32-wasip2/release/{stem}.wasm"))
 }
 
 /// What the native handlers run: the reference plugins' statements, verbatim.
@@ -352,10 +346,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let server = std::env::var("EVENTHOST_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let amqp = std::env::var("EVENTHOST_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let server = common::server_url();
+    let amqp = common::amqp_url();
     let rounds = env_or("EVENTHOST_BENCH_ROUNDS", 3);
     let only = std::env::var("EVENTHOST_BENCH_ONLY").ok();
     let events = env_or("EVENTHOST_BENCH_EVENTS", 3000);
@@ -374,7 +366,7 @@ async fn main() -> anyhow::Result<()> {
         ("user_stats", "user-stats", Native::UserStats),
         ("audit_log", "audit-log", Native::AuditLog),
     ] {
-        let path = wasm(stem);
+        let path = common::wasm(stem);
         let bytes = std::fs::read(&path)?;
         registry.install(runtime.load_file(&path).await?, &path);
         // The native twin's schema: provisioned from the same component, so same tables.

@@ -12,6 +12,8 @@
 //! broker really persists every message. Rounds alternate raw and relay; figures are
 //! medians. Run: `bash scripts/bench.sh relay`.
 
+mod common;
+
 use eventhost::config::{BrokerConfig, RelayConfig};
 use eventhost::fixtures::ScratchDatabase;
 use eventhost::outbox::{self, NewEvent, Relay};
@@ -199,10 +201,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let server = std::env::var("EVENTHOST_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let amqp = std::env::var("EVENTHOST_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let server = common::server_url();
+    let amqp = common::amqp_url();
     let scratch = ScratchDatabase::create(&server, "eventhost_bench").await?;
     let pool = eventhost::database::connect(&scratch.url, 8).await?;
     eventhost::database::migrate(&pool).await?;
