@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/services.sh
 bash scripts/build-plugins.sh
 echo "[test] cargo test -p eventhost (host library, CLI, fixtures and sandbox tests)"
-cargo test -p eventhost --locked "$@"
+cargo test -p eventhost --locked --features failpoints "$@"
 echo "[test] all tests passed"

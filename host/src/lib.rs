@@ -5,6 +5,7 @@
 //! plugin's component on it with the [`capabilities`] it imports (`db`, `auth`, `log`),
 //! and [`fixtures`] drives the same path from JSON files for plugin authors' tests.
 
+pub mod app;
 pub mod auth_service;
 pub mod broker;
 pub mod capabilities;

@@ -18,7 +18,13 @@ pub struct PluginLabel {
     pub plugin: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    pub task: String,
+}
+
 type PerPlugin = Family<PluginLabel, Counter>;
+type PerTask<M> = Family<TaskLabel, M>;
 type Durations = Family<PluginLabel, Histogram, fn() -> Histogram>;
 
 /// What the consumers count. Cheap to clone.
@@ -40,6 +46,8 @@ struct Inner {
     outbox_oldest: Gauge<f64, AtomicU64>,
     relay_published: Counter,
     relay_failed: Counter,
+    task_restarts: PerTask<Counter>,
+    task_up: PerTask<Gauge>,
 }
 
 fn label(plugin: &str) -> PluginLabel {
@@ -67,7 +75,19 @@ impl Default for Metrics {
         let outbox_oldest = Gauge::<f64, AtomicU64>::default();
         let relay_published = Counter::default();
         let relay_failed = Counter::default();
+        let task_restarts = PerTask::<Counter>::default();
+        let task_up = PerTask::<Gauge>::default();
         let r = &mut registry;
+        r.register(
+            "task_restarts",
+            "Times a long-running part of the host (relay, consumer, plugin watcher, HTTP) stopped unexpectedly and was restarted",
+            task_restarts.clone(),
+        );
+        r.register(
+            "task_up",
+            "1 while a long-running part of the host is running, 0 while it waits to be restarted",
+            task_up.clone(),
+        );
         r.register(
             "plugin_handled",
             "Events a plugin handled and committed",
@@ -137,6 +157,8 @@ impl Default for Metrics {
                 outbox_oldest,
                 relay_published,
                 relay_failed,
+                task_restarts,
+                task_up,
             }),
         }
     }
@@ -177,6 +199,21 @@ impl Metrics {
         self.inner.reload_failures.get_or_create(&label).inc();
     }
 
+    /// A supervised task started (`up`) or stopped unexpectedly.
+    pub fn task_state(&self, task: &str, up: bool) {
+        let label = TaskLabel {
+            task: task.to_string(),
+        };
+        self.inner.task_up.get_or_create(&label).set(i64::from(up));
+    }
+
+    pub fn task_restarted(&self, task: &str) {
+        let label = TaskLabel {
+            task: task.to_string(),
+        };
+        self.inner.task_restarts.get_or_create(&label).inc();
+    }
+
     /// Prometheus text exposition. Refreshes the outbox gauges from PostgreSQL first (a
     /// failed query leaves the last values and is reported in the error).
     pub async fn render(
@@ -195,10 +232,15 @@ impl Metrics {
             sync_counter(&inner.relay_published, &stats.published);
             sync_counter(&inner.relay_failed, &stats.failed_attempts);
         }
+        refreshed.map(|_| self.encode_registry())
+    }
+
+    /// The registry as Prometheus text, as it stands.
+    pub(crate) fn encode_registry(&self) -> String {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &inner.registry)
+        prometheus_client::encoding::text::encode(&mut text, &self.inner.registry)
             .expect("writing to a String cannot fail");
-        refreshed.map(|_| text)
+        text
     }
 }
 

@@ -37,6 +37,13 @@ pub struct ConsumerConfig {
     /// process exits anyway (they are then redelivered; the inbox drops the repeats).
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Deadline of one plugin load (compile, provisioning, migrations); its database
+    /// sessions are terminated at the deadline. A load past it is tried again later.
+    #[serde(with = "humantime_serde")]
+    pub load_timeout: Duration,
+    /// A delivery in flight when the host died this many times is dead-lettered instead
+    /// of being handed to the plugin again (a message that crashes the process).
+    pub max_crashes: u32,
 }
 
 impl Default for ConsumerConfig {
@@ -52,6 +59,8 @@ impl Default for ConsumerConfig {
             max_attempts: 5,
             retry_delays: [1, 5, 30, 120].map(Duration::from_secs).to_vec(),
             shutdown_timeout: Duration::from_secs(30),
+            load_timeout: Duration::from_secs(60),
+            max_crashes: 3,
         }
     }
 }
@@ -85,6 +94,13 @@ impl ConsumerConfig {
         if self.retry_delays.iter().any(|d| d.is_zero()) {
             return Err("consumer.retry_delays must all be longer than 0".into());
         }
+        if self.max_crashes < 2 {
+            // A first redelivery cannot tell a crash from a restart (see consumer::crashes).
+            return Err("consumer.max_crashes must be at least 2".into());
+        }
+        if self.load_timeout < Duration::from_secs(1) {
+            return Err("consumer.load_timeout must be at least 1s".into());
+        }
         if self.reload_interval < Duration::from_millis(100) {
             return Err("consumer.reload_interval must be at least 100ms".into());
         }
@@ -101,6 +117,20 @@ pub struct HttpConfig {
     /// Bearer token for the mutating admin routes (`EVENTHOST_ADMIN_TOKEN` overrides it).
     /// Without one they are disabled.
     pub admin_token: Option<Secret>,
+    /// Largest request body on any route (413 beyond it).
+    pub max_body_bytes: usize,
+    /// A client must send a request's headers within this (else the connection closes);
+    /// it also ends idle keep-alive connections.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest time a request may take to answer (503 beyond it).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// On shutdown, how long requests in flight may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -109,7 +139,39 @@ impl Default for HttpConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             admin_token: None,
+            max_body_bytes: 64 << 10,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            drain_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl HttpConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return Err("http.admin_token must be at least 16 characters".into());
+        }
+        if self.max_connections == 0 || self.max_connections > 1 << 20 {
+            return Err("http.max_connections must be 1 to 1048576".into());
+        }
+        if self.max_body_bytes > 1 << 30 {
+            return Err("http.max_body_bytes must be at most 1 GiB".into());
+        }
+        for (field, value) in [
+            ("http.header_read_timeout", self.header_read_timeout),
+            ("http.request_timeout", self.request_timeout),
+        ] {
+            if value < Duration::from_millis(10) {
+                return Err(format!("{field} must be at least 10ms"));
+            }
+        }
+        Ok(())
     }
 }
 

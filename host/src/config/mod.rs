@@ -103,16 +103,7 @@ impl Config {
         self.limits.validate().map_err(ConfigError::Invalid)?;
         self.relay.validate().map_err(ConfigError::Invalid)?;
         self.consumer.validate().map_err(ConfigError::Invalid)?;
-        if self
-            .http
-            .admin_token
-            .as_ref()
-            .is_some_and(|t| t.expose().len() < 16)
-        {
-            return Err(ConfigError::Invalid(
-                "http.admin_token must be at least 16 characters".into(),
-            ));
-        }
+        self.http.validate().map_err(ConfigError::Invalid)?;
         if self.broker.exchange.is_empty() || self.broker.exchange.len() > 255 {
             return Err(ConfigError::Invalid(
                 "broker.exchange must be 1 to 255 characters".into(),
@@ -134,6 +125,10 @@ impl Config {
         let mut all = vec![
             ("consumer.reload_interval", c.reload_interval),
             ("consumer.shutdown_timeout", c.shutdown_timeout),
+            ("consumer.load_timeout", c.load_timeout),
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.request_timeout", self.http.request_timeout),
+            ("http.drain_timeout", self.http.drain_timeout),
             ("broker.connect_timeout", self.broker.connect_timeout),
             ("relay.poll_interval", r.poll_interval),
             ("relay.backoff_base", r.backoff_base),

@@ -26,6 +26,7 @@ pub struct Context {
     pub channel: Channel,
     pub queues: PluginQueues,
     pub max_attempts: u32,
+    pub max_crashes: u32,
     pub metrics: Metrics,
     pub pool: PgPool,
     pub shutdown: CancellationToken,
@@ -74,6 +75,17 @@ pub async fn handle(ctx: Arc<Context>, delivery: Delivery, event: Result<Event, 
         }
         Ok(event) => {
             let span = tracing::info_span!("deliver", plugin = %ctx.plugin, event_id = %event.id, routing_key = %event.event_type);
+            if delivery.redelivered {
+                let verdict = redelivered(&ctx, &event, failed_before)
+                    .instrument(span.clone())
+                    .await;
+                let settled = !matches!(verdict, Verdict::Requeue);
+                settle(&ctx, delivery, verdict).instrument(span).await;
+                if settled {
+                    super::crashes::settled(&ctx.pool, &ctx.plugin, &event.id).await;
+                }
+                return;
+            }
             let verdict = run(&ctx, &event, failed_before)
                 .instrument(span.clone())
                 .await;
@@ -83,9 +95,24 @@ pub async fn handle(ctx: Arc<Context>, delivery: Delivery, event: Result<Event, 
     settle(&ctx, delivery, verdict).instrument(span).await;
 }
 
+/// A message the broker gave out before without it being settled: unless the host
+/// stopped while handling it `max_crashes` times, it is handled as usual.
+async fn redelivered(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
+    use super::crashes;
+    match crashes::before(&ctx.pool, &ctx.plugin, &event.id, ctx.max_crashes).await {
+        crashes::Verdict::Handle => run(ctx, event, failed_before).await,
+        crashes::Verdict::GiveUp(times) => Verdict::Dead {
+            attempts: failed_before + 1,
+            error: format!("host stopped while handling it {times} times"),
+        },
+    }
+}
+
 async fn run(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
+        // Tests make the process die mid-delivery here (`FAILPOINTS=consumer-dispatch=return`).
+        fail::fail_point!("consumer-dispatch", |_| std::process::abort());
         let invocation = ctx.target.deliver(event).await;
         let elapsed = Some(invocation.elapsed);
         let attempts = failed_before + 1;

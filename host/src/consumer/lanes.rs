@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 type Waiting = Arc<Mutex<HashMap<String, VecDeque<Job>>>>;
@@ -16,6 +17,20 @@ pub struct Lanes {
     permits: Arc<Semaphore>,
     waiting: Waiting,
     tasks: JoinSet<()>,
+    /// Cancelled when a job panics (a host bug): its owner should stop and start again.
+    panicked: CancellationToken,
+}
+
+/// Runs a job; a panic is caught (its lane goes on) and reported through `panicked`.
+async fn guarded(job: Job, panicked: &CancellationToken) {
+    use futures_lite::FutureExt;
+    if std::panic::AssertUnwindSafe(job)
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        panicked.cancel();
+    }
 }
 
 impl Lanes {
@@ -24,7 +39,13 @@ impl Lanes {
             permits: Arc::new(Semaphore::new(concurrency)),
             waiting: Arc::default(),
             tasks: JoinSet::new(),
+            panicked: CancellationToken::new(),
         }
+    }
+
+    /// Cancelled once any job has panicked.
+    pub fn panicked(&self) -> CancellationToken {
+        self.panicked.clone()
     }
 
     /// Runs `job` once a permit is free and every earlier job with the same key is done.
@@ -32,11 +53,11 @@ impl Lanes {
     pub fn submit(&mut self, key: Option<String>, job: impl Future<Output = ()> + Send + 'static) {
         while self.tasks.try_join_next().is_some() {}
         let job: Job = Box::pin(job);
-        let permits = self.permits.clone();
+        let (permits, panicked) = (self.permits.clone(), self.panicked.clone());
         let Some(key) = key else {
             self.tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                job.await;
+                guarded(job, &panicked).await;
             });
             return;
         };
@@ -54,7 +75,7 @@ impl Lanes {
             loop {
                 {
                     let _permit = permits.acquire().await;
-                    job.await;
+                    guarded(job, &panicked).await;
                 }
                 let mut queues = waiting.lock().unwrap_or_else(|e| e.into_inner());
                 match queues.get_mut(&key).and_then(VecDeque::pop_front) {

@@ -4,6 +4,7 @@
 //! with backoff when RabbitMQ goes away.
 
 mod bindings;
+mod crashes;
 pub mod dead_letters;
 mod delivery;
 pub mod headers;
@@ -89,6 +90,7 @@ impl Consuming {
     }
 }
 
+#[derive(Clone)]
 pub struct Settings {
     /// Where to connect, and the events exchange the plugin queues bind to.
     pub broker: BrokerConfig,
@@ -125,6 +127,12 @@ impl Consumer {
     /// True while connected to RabbitMQ (for `/readyz`).
     pub fn connected(&self) -> Arc<AtomicBool> {
         self.connected.clone()
+    }
+
+    /// Reports its connection state into `flag` (one flag across restarts of the consumer).
+    pub fn reporting_to(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.connected = flag;
+        self
     }
 
     /// Consumes until `shutdown`; then every plugin consumer stops taking deliveries,
@@ -187,6 +195,7 @@ impl Consumer {
     ) -> Option<String> {
         let mut running: HashMap<String, Running> = HashMap::new();
         let mut tasks: JoinSet<Finished> = JoinSet::new();
+        let mut ids: HashMap<tokio::task::Id, (String, u64)> = HashMap::new();
         let mut retry_at: HashMap<String, Instant> = HashMap::new();
         let mut generation = 0u64;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -200,7 +209,16 @@ impl Consumer {
                     }
                 }
                 Some(finished) = tasks.join_next() => {
-                    let Ok((name, gen, result)) = finished else { continue };
+                    let (name, gen, result) = match finished {
+                        Ok(finished) => finished,
+                        Err(e) => {
+                            // A plugin consumer panicked: it starts again like a failed one.
+                            let Some((name, gen)) = ids.remove(&e.id()) else { continue };
+                            self.settings.metrics.task_restarted(&format!("consumer/{name}"));
+                            (name, gen, Err(queue::ConsumeError::Panicked(e.to_string())))
+                        }
+                    };
+                    ids.retain(|_, (n, g)| !(n == &name && *g == gen));
                     if running.get(&name).is_some_and(|r| r.generation == gen) {
                         running.remove(&name);
                     }
@@ -245,12 +263,13 @@ impl Consumer {
                     self.settings.clone(),
                     subscriber.clone(),
                 );
-                let gen = generation;
-                tasks.spawn(async move {
+                let (gen, task_name) = (generation, subscriber.name.clone());
+                let task = tasks.spawn(async move {
                     let name = subscriber.name.clone();
                     let result = queue::consume(&connection, subscriber, &settings, stop).await;
                     (name, gen, result)
                 });
+                ids.insert(task.id(), (task_name, gen));
             }
             running.retain(|name, run| {
                 let keep = current.iter().any(|s| &s.name == name);

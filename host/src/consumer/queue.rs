@@ -25,6 +25,8 @@ pub enum ConsumeError {
     Bindings(#[from] bindings::BindingError),
     #[error("cannot consume from {queue}: {source}")]
     Consume { queue: String, source: lapin::Error },
+    #[error("the plugin consumer panicked: {0}")]
+    Panicked(String),
     #[error("the delivery stream of {queue} ended: {reason}")]
     Lost { queue: String, reason: String },
 }
@@ -76,14 +78,18 @@ pub async fn consume(
         channel: channel.clone(),
         queues: queues.clone(),
         max_attempts: config.max_attempts,
+        max_crashes: config.max_crashes,
         metrics: settings.metrics.clone(),
         pool: settings.pool.clone(),
         shutdown: shutdown.clone(),
     });
     let mut lanes = Lanes::new(usize::from(config.concurrency));
+    let panicked = lanes.panicked();
     let ended = loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
+            // Its message stays unacknowledged: closing the channel returns it to the queue.
+            _ = panicked.cancelled() => break Err("a delivery panicked (a host bug); restarting the consumer".to_string()),
             next = deliveries.next() => next,
         };
         match next {

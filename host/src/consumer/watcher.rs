@@ -2,15 +2,24 @@
 //! `<name>.wasm` is compiled, validated, provisioned and migrated *before* it replaces the
 //! serving version; a file that fails any step is refused with its reason and the
 //! previous version keeps serving. A removed file stops its plugin.
+//!
+//! Each load runs in its own task under `consumer.load_timeout`, so a slow or stuck one
+//! holds up no other load, and none holds up the scan. A load that failed for a
+//! transient reason (database unreachable, deadline) is tried again with backoff; a
+//! permanent refusal is reported once and stands until the file changes.
 
 use super::registry::Registry;
+use crate::config::ConsumerConfig;
 use crate::metrics::Metrics;
-use crate::runtime::{PluginName, Runtime};
+use crate::outbox::health::Backoff;
+use crate::runtime::{LoadError, Plugin, PluginName, Runtime};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// A file as last seen: a change in either means "load it again".
@@ -20,99 +29,171 @@ struct Stamp {
     len: u64,
 }
 
+/// A file whose last load failed for a transient reason.
+struct Retry {
+    stamp: Stamp,
+    at: Instant,
+    backoff: Backoff,
+}
+
+type Loaded = (PathBuf, PluginName, Stamp, Result<Plugin, LoadError>);
+
 pub struct Watcher {
     runtime: Runtime,
     registry: Arc<Registry>,
     metrics: Metrics,
     dir: PathBuf,
-    seen: HashMap<PathBuf, (PluginName, Stamp)>,
-}
-
-/// What one scan did, for logs and tests.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ScanReport {
-    pub loaded: Vec<String>,
-    pub refused: Vec<(String, String)>,
-    pub removed: Vec<String>,
+    interval: Duration,
+    load_timeout: Duration,
+    /// Files whose current version is settled: loaded, or refused for good (a file
+    /// whose name is not a plugin name has none).
+    settled: HashMap<PathBuf, (Option<PluginName>, Stamp)>,
+    loading: HashMap<PathBuf, Stamp>,
+    retry: HashMap<PathBuf, Retry>,
+    loads: JoinSet<Loaded>,
+    cancel: CancellationToken,
 }
 
 impl Watcher {
-    pub fn new(runtime: Runtime, registry: Arc<Registry>, metrics: Metrics, dir: &Path) -> Self {
+    pub fn new(
+        runtime: Runtime,
+        registry: Arc<Registry>,
+        metrics: Metrics,
+        config: &ConsumerConfig,
+    ) -> Self {
         Self {
             runtime,
             registry,
             metrics,
-            dir: dir.to_path_buf(),
-            seen: HashMap::new(),
+            dir: config.plugin_dir.clone(),
+            interval: config.reload_interval,
+            load_timeout: config.load_timeout,
+            settled: HashMap::new(),
+            loading: HashMap::new(),
+            retry: HashMap::new(),
+            loads: JoinSet::new(),
+            cancel: CancellationToken::new(),
         }
     }
 
-    /// Loads what changed since the last scan. An unreadable directory refuses nothing
-    /// and removes nothing (it is reported and the plugins keep serving).
-    pub async fn scan(&mut self) -> Result<ScanReport, std::io::Error> {
-        let mut report = ScanReport::default();
+    /// Scans every `reload_interval` and whenever `rescan` is notified, until `shutdown`;
+    /// `scanned` is set once every file of the first scan has been loaded or refused (or
+    /// failed for now). At shutdown, loads in progress are cancelled and their database
+    /// sessions terminated before this returns.
+    pub async fn run(
+        mut self,
+        scanned: Arc<AtomicBool>,
+        rescan: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
+        self.cancel = shutdown.child_token();
+        self.scan_logged().await;
+        loop {
+            if self.loading.is_empty() {
+                scanned.store(true, Ordering::Relaxed);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(self.interval) => self.scan_logged().await,
+                _ = rescan.notified() => self.scan_logged().await,
+                Some(done) = self.loads.join_next() => match done {
+                    Ok(loaded) => self.finish(loaded),
+                    Err(e) => tracing::error!(error = %e, "a plugin load task failed"),
+                },
+            }
+        }
+        self.cancel.cancel();
+        while self.loads.join_next().await.is_some() {}
+    }
+
+    async fn scan_logged(&mut self) {
+        if let Err(error) = self.scan().await {
+            tracing::warn!(dir = %self.dir.display(), %error, "cannot read consumer.plugin_dir; the plugins keep serving");
+        }
+    }
+
+    /// Starts a load for every file that changed and is not settled, loading, or waiting
+    /// to be retried; stops plugins whose file is gone. An unreadable directory loads
+    /// and removes nothing.
+    async fn scan(&mut self) -> Result<(), std::io::Error> {
         let files = wasm_files(&self.dir).await?;
+        let now = Instant::now();
         for (path, stamp) in &files {
-            if self.seen.get(path).map(|(_, s)| s) == Some(stamp) {
+            if self.settled.get(path).map(|(_, s)| s) == Some(stamp)
+                || self.loading.contains_key(path)
+            {
                 continue;
+            }
+            match self.retry.get(path) {
+                Some(r) if r.stamp == *stamp && r.at > now => continue,
+                Some(r) if r.stamp != *stamp => {
+                    self.retry.remove(path); // a new file starts afresh
+                }
+                _ => {}
             }
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
             let name = match PluginName::parse(stem) {
                 Ok(name) => name,
                 Err(reason) => {
                     tracing::error!(file = %path.display(), %reason, "plugin file refused");
-                    report.refused.push((stem.to_string(), reason));
+                    self.settled.insert(path.clone(), (None, *stamp));
                     continue;
                 }
             };
-            self.seen.insert(path.clone(), (name.clone(), *stamp));
-            match self.runtime.load_file(path).await {
-                Ok(plugin) => {
-                    self.registry.install(plugin, path);
-                    report.loaded.push(name.to_string());
-                }
-                Err(error) => {
-                    let error = error.to_string();
-                    tracing::error!(plugin = %name, file = %path.display(), %error, "plugin refused; the previous version (if any) keeps serving");
-                    self.metrics.reload_failed(name.as_str());
-                    self.registry.refused(&name, &error);
-                    report.refused.push((name.to_string(), error));
-                }
-            }
+            self.loading.insert(path.clone(), *stamp);
+            let (runtime, path, stamp) = (self.runtime.clone(), path.clone(), *stamp);
+            let (deadline, cancel) = (self.load_timeout, self.cancel.clone());
+            self.loads.spawn(async move {
+                let loaded = runtime.load_file_within(&path, deadline, &cancel).await;
+                (path, name, stamp, loaded)
+            });
         }
+        let present = |path: &PathBuf| files.iter().any(|(p, _)| p == path);
+        self.retry.retain(|path, _| present(path));
         let gone: Vec<PathBuf> = self
-            .seen
+            .settled
             .keys()
-            .filter(|path| !files.iter().any(|(p, _)| p == *path))
+            .filter(|p| !present(p))
             .cloned()
             .collect();
         for path in gone {
-            if let Some((name, _)) = self.seen.remove(&path) {
+            if let Some((Some(name), _)) = self.settled.remove(&path) {
                 if self.registry.remove(&name) {
                     tracing::info!(plugin = %name, file = %path.display(), "plugin file removed; plugin stopped (its queue keeps its events)");
-                    report.removed.push(name.to_string());
                 }
             }
         }
-        Ok(report)
+        Ok(())
     }
 
-    /// Scans every `interval`, and whenever `rescan` is notified, until cancelled.
-    pub async fn run(
-        mut self,
-        interval: Duration,
-        rescan: Arc<Notify>,
-        shutdown: CancellationToken,
-    ) {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
-                _ = rescan.notified() => {}
+    fn finish(&mut self, (path, name, stamp, loaded): Loaded) {
+        self.loading.remove(&path);
+        let error = match loaded {
+            Ok(plugin) => {
+                self.registry.install(plugin, &path);
+                self.retry.remove(&path);
+                self.settled.insert(path, (Some(name), stamp));
+                return;
             }
-            if let Err(error) = self.scan().await {
-                tracing::warn!(dir = %self.dir.display(), %error, "cannot read the plugin directory");
-            }
+            Err(LoadError::Cancelled) => return,
+            Err(error) => error,
+        };
+        let reason = error.to_string();
+        self.metrics.reload_failed(name.as_str());
+        self.registry.refused(&name, &reason);
+        if error.is_transient() {
+            let retry = self.retry.entry(path.clone()).or_insert_with(|| Retry {
+                stamp,
+                at: Instant::now(),
+                backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            });
+            let delay = retry.backoff.next();
+            retry.at = Instant::now() + delay;
+            tracing::warn!(plugin = %name, file = %path.display(), error = %reason, retry_in = ?delay, "plugin load failed; trying again");
+        } else {
+            tracing::error!(plugin = %name, file = %path.display(), error = %reason, "plugin refused until its file changes; the previous version (if any) keeps serving");
+            self.retry.remove(&path);
+            self.settled.insert(path, (Some(name), stamp));
         }
     }
 }

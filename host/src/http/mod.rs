@@ -3,8 +3,15 @@
 
 mod admin;
 pub mod answer;
+mod limits;
 mod reads;
+pub mod server;
 
+pub use limits::RequestLimits;
+pub use server::{ListenError, Listener};
+
+use crate::app::TaskHealth;
+use crate::config::HttpConfig;
 use crate::consumer::{Consuming, Registry};
 use crate::metrics::Metrics;
 use crate::outbox::Relay;
@@ -33,17 +40,32 @@ pub struct ApiState {
     pub relay: Option<Relay>,
     /// Bearer token of the mutating admin routes; `None` disables them.
     pub admin_token: Option<crate::config::Secret>,
+    /// The supervised parts of the host; one that is down makes `/readyz` red.
+    pub tasks: Arc<TaskHealth>,
 }
 
-pub fn router(state: ApiState) -> Router {
-    Router::new()
+pub fn router(state: ApiState, config: &HttpConfig) -> Router {
+    let api = Router::new()
         .route("/plugins/{plugin}/{*path}", get(reads::read))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/plugins", get(admin::list))
         .route("/admin/plugins/reload", post(admin::reload))
-        .with_state(Arc::new(state))
+        .with_state(Arc::new(state));
+    with_limits(api, config)
+}
+
+/// Every route of `router` under the body size cap and the request deadline.
+pub fn with_limits(router: Router, config: &HttpConfig) -> Router {
+    let limits = RequestLimits {
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+    };
+    router.layer(axum::middleware::from_fn_with_state(
+        limits,
+        limits::enforce,
+    ))
 }
 
 /// An error answer: status and `{"error": "..."}`.
@@ -56,9 +78,9 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready: PostgreSQL answers, RabbitMQ is connected (when consuming), and the plugins
-/// were loaded and each is consuming from its bound queue. 503 with the failing checks
-/// otherwise.
+/// Ready: PostgreSQL answers, RabbitMQ is connected (when consuming), the plugins were
+/// loaded and each is consuming from its bound queue, and no supervised part of the host
+/// is waiting to be restarted. 503 with the failing checks otherwise.
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     let database = crate::database::reachable(&state.pool).await;
     let broker = state
@@ -71,7 +93,8 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
         .as_ref()
         .is_none_or(|(_, c)| c.covers(names.iter().map(String::as_str)));
     let plugins = state.plugins_scanned.load(Ordering::Relaxed) && !names.is_empty() && consuming;
-    let ready = database && broker && plugins;
+    let down = state.tasks.down();
+    let ready = database && broker && plugins && down.is_empty();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -79,7 +102,10 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     };
     let body = json!({
         "ready": ready,
-        "checks": { "postgresql": database, "rabbitmq": broker, "plugins": plugins },
+        "checks": {
+            "postgresql": database, "rabbitmq": broker, "plugins": plugins, "tasks": down.is_empty(),
+        },
+        "tasks_down": down,
         "plugins_loaded": names.len(),
     });
     (status, Json(body)).into_response()

@@ -84,7 +84,16 @@ impl Relay {
             let (inner, shutdown) = (self.inner.clone(), shutdown.clone());
             tasks.spawn(async move { inner.purge_loop(&shutdown).await });
         }
-        while tasks.join_next().await.is_some() {}
+        while let Some(ended) = tasks.join_next().await {
+            // One part panicking stops the relay, so that its supervisor restarts all of it
+            // instead of running on without, say, its workers.
+            if let Err(e) = ended {
+                if e.is_panic() {
+                    tasks.abort_all();
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
     }
 }
 
@@ -226,6 +235,8 @@ impl Inner {
                 continue;
             }
             wake.mark_unchanged();
+            // Tests make the relay panic here (`FAILPOINTS=relay-batch=1*panic`).
+            fail::fail_point!("relay-batch");
             let sent = match batch::send(&self.pool, channel, settings).await {
                 Ok(sent) => sent,
                 Err(e) => {

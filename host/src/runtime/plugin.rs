@@ -5,7 +5,7 @@ use super::bindings::{handler, migrations, reader};
 use super::share::{Share, ShareError, Work};
 use super::version::{self, VersionError};
 use super::{Outcome, PluginName, Runtime};
-use crate::capabilities::db::migrate::{self, MigrationError};
+use crate::capabilities::db::migrate::{self, Backends, MigrationError};
 use crate::capabilities::db::provision::{self, PluginIdentity, ProvisionError};
 use crate::capabilities::HostState;
 use sha2::{Digest, Sha256};
@@ -13,6 +13,8 @@ use sqlx::PgPool;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Component, InstancePre};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,43 @@ pub enum LoadError {
     TooManySubscriptions { count: usize, limit: usize },
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    #[error("the load took longer than consumer.load_timeout ({0:?}); its database sessions were terminated")]
+    Deadline(Duration),
+    #[error("the load was cancelled (the host is stopping)")]
+    Cancelled,
+}
+
+impl LoadError {
+    /// Worth trying again unchanged: the database was unreachable or busy, or the load ran
+    /// out of time (a lock held elsewhere, say). Everything else needs a new file.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Deadline(_) | Self::Read { .. } => true,
+            Self::Provision(ProvisionError::Setup { source, .. }) => unavailable(source),
+            Self::Migration(MigrationError::Connect(source)) => unavailable(source),
+            Self::Migration(MigrationError::Failed { source, .. }) => unavailable(source),
+            _ => false,
+        }
+    }
+}
+
+/// The database was out of reach, shutting down, full, or the statement lost a race
+/// (deadlock, serialization): nothing about the plugin itself.
+fn unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") // connection exception
+                || code.starts_with("57P") // operator intervention: shutdown, cannot connect now
+                || code.starts_with("53") // insufficient resources
+                || code == "40001" // serialization failure
+                || code == "40P01" // deadlock
+        }),
+        _ => false,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,21 +142,39 @@ impl Plugin {
 impl Runtime {
     /// Loads `path`, naming the plugin after the file (`user_stats.wasm` → `user-stats`).
     pub async fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
-        let name = PluginName::parse(stem).map_err(NameError)?;
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| LoadError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+        let (name, bytes) = read_named(path).await?;
         self.load(name, &bytes).await
     }
 
     pub async fn load(&self, name: PluginName, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        self.load_tracked(name, bytes, &Backends::default()).await
+    }
+
+    /// [`Runtime::load_file`] within `deadline`, or until `cancel`: then the load stops and
+    /// the database sessions it opened are terminated, whatever they were running.
+    pub async fn load_file_within(
+        &self,
+        path: &Path,
+        deadline: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Plugin, LoadError> {
+        let (name, bytes) = read_named(path).await?;
+        let backends = Backends::default();
+        let ended = tokio::select! {
+            loaded = self.load_tracked(name, &bytes, &backends) => return loaded,
+            _ = tokio::time::sleep(deadline) => LoadError::Deadline(deadline),
+            _ = cancel.cancelled() => LoadError::Cancelled,
+        };
+        backends.terminate(&self.inner.admin_pool).await;
+        Err(ended)
+    }
+
+    async fn load_tracked(
+        &self,
+        name: PluginName,
+        bytes: &[u8],
+        backends: &Backends,
+    ) -> Result<Plugin, LoadError> {
         let shared = &self.inner;
         let digest = hex::encode(Sha256::digest(bytes));
         // Cranelift is CPU-bound for up to seconds: keep it off the async workers.
@@ -183,6 +240,7 @@ impl Runtime {
             &plugin.identity,
             &shared.limits,
             &migrations,
+            backends,
         )
         .await?;
         // Whatever the migrations did to the plugin's own role is undone.
@@ -195,6 +253,22 @@ impl Runtime {
         );
         Ok(plugin)
     }
+}
+
+/// The plugin's name (from the file name) and the file's bytes.
+async fn read_named(path: &Path) -> Result<(PluginName, Vec<u8>), LoadError> {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    let name = PluginName::parse(stem).map_err(NameError)?;
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok((name, bytes))
 }
 
 /// AMQP topic patterns: dot-separated words of letters, digits, `-` and `_`, or `*` / `#`.

@@ -8,6 +8,38 @@ use crate::runtime::bindings::migrations::Migration;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::Connection;
+use std::sync::Mutex;
+
+/// The PostgreSQL backends a load is using, so that a load past its deadline (or
+/// cancelled at shutdown) can have them terminated: dropping a client leaves a backend
+/// running whatever it was running (a migration may `SET statement_timeout = 0`).
+#[derive(Debug, Default)]
+pub struct Backends(Mutex<Vec<i32>>);
+
+impl Backends {
+    async fn track(&self, conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(conn)
+            .await?;
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        Ok(())
+    }
+
+    /// Terminates every tracked backend (those already gone are skipped).
+    pub async fn terminate(&self, admin: &PgPool) {
+        let pids = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        if pids.is_empty() {
+            return;
+        }
+        let ended = sqlx::query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
+            .bind(&pids)
+            .execute(admin)
+            .await;
+        if let Err(error) = ended {
+            tracing::error!(?pids, %error, "cannot terminate the sessions of a cancelled plugin load");
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
@@ -36,6 +68,7 @@ pub async fn apply(
     id: &PluginIdentity,
     limits: &Limits,
     migrations: &[Migration],
+    backends: &Backends,
 ) -> Result<usize, MigrationError> {
     for pair in migrations.windows(2) {
         if pair[1].version <= pair[0].version {
@@ -46,12 +79,20 @@ pub async fn apply(
     // The lock is taken by the host (plugin roles may not take advisory locks) and held
     // until the plugin's migrations are committed.
     let mut guard = admin.begin().await.map_err(MigrationError::Connect)?;
+    backends
+        .track(&mut guard)
+        .await
+        .map_err(MigrationError::Connect)?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('eventhost.migrations.' || $1))")
         .bind(&id.schema)
         .execute(&mut *guard)
         .await
         .map_err(MigrationError::Connect)?;
     let mut conn = sqlx::PgConnection::connect_with(&connect_options(admin_options, id, limits))
+        .await
+        .map_err(MigrationError::Connect)?;
+    backends
+        .track(&mut conn)
         .await
         .map_err(MigrationError::Connect)?;
     let mut tx = conn.begin().await.map_err(MigrationError::Connect)?;

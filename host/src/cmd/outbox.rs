@@ -7,9 +7,58 @@ use std::process::ExitCode;
 use std::time::Duration;
 use uuid::Uuid;
 
+use super::args::DbArgs;
+
+#[derive(clap::Subcommand)]
+pub enum OutboxCommand {
+    /// Counts of pending, published and dead events and the oldest pending age.
+    /// Exits 0 when healthy, 1 when there are dead events or (with --max-pending-age)
+    /// the backlog is older than allowed, 2 on error.
+    Status {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Exit 1 when the oldest pending event is older than this (e.g. 30s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_pending_age: Option<Duration>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead events back to pending (attempts reset) for the relay to publish.
+    Replay {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Every dead event.
+        #[arg(long)]
+        all: bool,
+        /// Dead events with these ids.
+        #[arg(long = "id", value_name = "EVENT_ID")]
+        ids: Vec<String>,
+        /// Dead events of this type (e.g. user.created).
+        #[arg(long = "type", value_name = "EVENT_TYPE")]
+        event_type: Option<String>,
+    },
+}
+
+pub async fn run(command: OutboxCommand) -> Result<ExitCode> {
+    match command {
+        OutboxCommand::Status {
+            db,
+            max_pending_age,
+            json,
+        } => status(&db.database_url, max_pending_age, json).await,
+        OutboxCommand::Replay {
+            db,
+            all,
+            ids,
+            event_type,
+        } => replay(&db.database_url, all, &ids, event_type.as_deref()).await,
+    }
+}
+
 /// Prints the backlog. Exit code: 0 healthy, 1 when there are dead rows or the oldest
 /// pending row is older than `max_pending_age`, 2 when the database cannot be read.
-pub async fn status(
+async fn status(
     database_url: &str,
     max_pending_age: Option<Duration>,
     json: bool,
@@ -40,7 +89,7 @@ pub async fn status(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn replay(
+async fn replay(
     database_url: &str,
     all: bool,
     ids: &[String],

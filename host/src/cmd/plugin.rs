@@ -1,25 +1,79 @@
-//! `eventhost migrate` and `eventhost plugin ...`: thin wrappers that print for humans.
+//! `eventhost plugin invoke` and `eventhost plugin test`: a plugin run locally against a
+//! real PostgreSQL, without a broker, printed for humans.
 
 use anyhow::Context;
 use eventhost::config::{AuthBackend, Limits};
-use eventhost::database;
 use eventhost::fixtures::{self, ScratchDatabase};
 use eventhost::runtime::Runtime;
 use eventhost::{Event, Outcome};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub async fn migrate(url: &str) -> anyhow::Result<ExitCode> {
-    fixtures::ensure_database(url)
-        .await
-        .context("creating the database")?;
-    let pool = database::connect(url, 2).await?;
-    database::migrate(&pool).await?;
-    println!("migrations applied");
-    Ok(ExitCode::SUCCESS)
+use super::args::{DbArgs, SandboxArgs};
+
+#[derive(clap::Subcommand)]
+pub enum PluginCommand {
+    /// Run a plugin's handler on event files (structured CloudEvents JSON) and print each
+    /// outcome. Exits 0 when every event was handled ok, 1 otherwise.
+    Invoke {
+        /// The plugin component (`.wasm`).
+        plugin: PathBuf,
+        /// One or more event files.
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// Run a directory of fixtures (event or read + expected outcome + SQL checks) in a
+    /// throwaway database. Exits 0 when all pass, 1 on any failure.
+    Test {
+        plugin: PathBuf,
+        fixtures: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+        /// Keep the throwaway database afterwards, to inspect it.
+        #[arg(long)]
+        keep_database: bool,
+    },
 }
 
-pub async fn invoke(
+pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::Invoke {
+            plugin,
+            events,
+            db,
+            sandbox,
+        } => {
+            let (limits, auth) = (sandbox.limits(), sandbox.auth());
+            invoke(&db.database_url, limits, auth, &plugin, &events).await
+        }
+        PluginCommand::Test {
+            plugin,
+            fixtures,
+            db,
+            sandbox,
+            keep_database,
+        } => {
+            let (limits, auth) = (sandbox.limits(), sandbox.auth());
+            test(
+                &db.database_url,
+                limits,
+                auth,
+                &plugin,
+                &fixtures,
+                keep_database,
+            )
+            .await
+        }
+    }
+}
+
+async fn invoke(
     url: &str,
     limits: Limits,
     auth: AuthBackend,
@@ -68,7 +122,7 @@ pub async fn invoke(
     })
 }
 
-pub async fn test(
+async fn test(
     url: &str,
     limits: Limits,
     auth: AuthBackend,

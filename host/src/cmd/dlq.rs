@@ -1,11 +1,52 @@
 //! `eventhost dlq list <plugin>` and `eventhost dlq replay <plugin>`.
 
-use crate::serve_cmd::ConfigArgs;
+use super::args::ConfigArgs;
 use anyhow::{Context, Result};
 use eventhost::broker::{self, topology::PluginQueues};
 use eventhost::consumer::dead_letters::{self, DeadLetter, Selection};
 use eventhost::PluginName;
 use std::process::ExitCode;
+
+#[derive(clap::Subcommand)]
+pub enum DlqCommand {
+    /// Event id, type, attempts and last error of each dead letter (they stay queued).
+    List {
+        plugin: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back through the plugin's queue, attempts reset.
+    Replay {
+        plugin: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+        /// Dead letters with these event ids.
+        #[arg(long = "id", value_name = "EVENT_ID")]
+        ids: Vec<String>,
+    },
+}
+
+pub async fn run(command: DlqCommand) -> Result<ExitCode> {
+    match command {
+        DlqCommand::List {
+            plugin,
+            config,
+            json,
+        } => list(&config, &plugin, json).await,
+        DlqCommand::Replay {
+            plugin,
+            config,
+            all,
+            ids,
+        } => replay(&config, &plugin, all, &ids).await,
+    }
+}
 
 async fn open(
     args: &ConfigArgs,
@@ -44,7 +85,7 @@ fn print(letters: &[DeadLetter], json: bool) -> Result<()> {
 }
 
 /// Lists the plugin's dead letters without removing them.
-pub async fn list(args: &ConfigArgs, plugin: &str, json: bool) -> Result<ExitCode> {
+async fn list(args: &ConfigArgs, plugin: &str, json: bool) -> Result<ExitCode> {
     let (connection, name, queues) = open(args, plugin).await?;
     let letters = dead_letters::list(&connection, name.as_str(), &queues).await?;
     let _ = connection.close(200, "done".into()).await;
@@ -57,12 +98,7 @@ pub async fn list(args: &ConfigArgs, plugin: &str, json: bool) -> Result<ExitCod
 
 /// Puts dead letters (all, or those with the given event ids) back on the plugin's queue.
 /// Exit 1 when some requested ids were not found.
-pub async fn replay(
-    args: &ConfigArgs,
-    plugin: &str,
-    all: bool,
-    ids: &[String],
-) -> Result<ExitCode> {
+async fn replay(args: &ConfigArgs, plugin: &str, all: bool, ids: &[String]) -> Result<ExitCode> {
     if all != ids.is_empty() {
         anyhow::bail!("say what to replay: --all, or one or more --id EVENT_ID");
     }
