@@ -26,6 +26,20 @@ pub struct ServeWorld {
     scratch: Option<ScratchDatabase>,
     child: Option<Child>,
     http: reqwest::Client,
+    /// Extra environment of the host process (`FAILPOINTS`, say).
+    pub env: Vec<(String, String)>,
+}
+
+/// Settings a test adds to the generated config, each a TOML fragment for its section.
+#[derive(Default)]
+pub struct Extra<'a> {
+    pub consumer: &'a str,
+    pub http: &'a str,
+    pub env: &'a [(&'a str, &'a str)],
+    /// Files in the plugin directory, as (file stem of a built plugin, file stem there).
+    pub renamed: &'a [(&'a str, &'a str)],
+    /// Start without waiting for `/readyz`.
+    pub unready: bool,
 }
 
 fn free_port() -> u16 {
@@ -57,6 +71,11 @@ impl ServeWorld {
     /// Starts `eventhost serve` with these plugins (file stems: `user_stats`, `audit_log`,
     /// `probe`) and waits until it is ready.
     pub async fn start(plugins: &[&str]) -> Self {
+        Self::start_with(plugins, Extra::default()).await
+    }
+
+    /// [`ServeWorld::start`] with extra settings.
+    pub async fn start_with(plugins: &[&str], extra: Extra<'_>) -> Self {
         let scratch = ScratchDatabase::create(&server_url(), "eventhost_e2e")
             .await
             .expect("create a scratch database (is PostgreSQL running?)");
@@ -69,6 +88,10 @@ impl ServeWorld {
         std::fs::create_dir(&plugin_dir).expect("plugin dir");
         for stem in plugins {
             std::fs::copy(plugin_path(stem), plugin_dir.join(format!("{stem}.wasm")))
+                .expect("copy plugin");
+        }
+        for (built, there) in extra.renamed {
+            std::fs::copy(plugin_path(built), plugin_dir.join(format!("{there}.wasm")))
                 .expect("copy plugin");
         }
         let (api_port, auth_port) = (free_port(), free_port());
@@ -88,14 +111,18 @@ queue_prefix = "e2e.{tag}"
 reload_interval = "200ms"
 max_attempts = 3
 retry_delays = ["200ms", "400ms"]
+{consumer_extra}
 [http]
 listen = "127.0.0.1:{api_port}"
+{http_extra}
 [auth_service]
 listen = "127.0.0.1:{auth_port}"
 "#,
             db = scratch.url,
             amqp = amqp_url(),
             plugins = plugin_dir.display(),
+            consumer_extra = extra.consumer,
+            http_extra = extra.http,
         );
         std::fs::write(&config, toml).expect("write config");
         let mut world = Self {
@@ -110,8 +137,17 @@ listen = "127.0.0.1:{auth_port}"
             scratch: Some(scratch),
             child: None,
             http: reqwest::Client::new(),
+            env: extra
+                .env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
-        world.spawn().await;
+        if extra.unready {
+            world.launch();
+        } else {
+            world.spawn().await;
+        }
         world
     }
 
@@ -130,6 +166,12 @@ listen = "127.0.0.1:{auth_port}"
 
     /// Starts the host process and waits for `/readyz`.
     pub async fn spawn(&mut self) {
+        self.launch();
+        self.wait_ready().await;
+    }
+
+    /// Starts the host process.
+    pub fn launch(&mut self) {
         assert!(self.child.is_none(), "host already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -143,11 +185,53 @@ listen = "127.0.0.1:{auth_port}"
             .env("EVENTHOST_ADMIN_TOKEN", ADMIN_TOKEN)
             .env_remove("DATABASE_URL")
             .env_remove("AMQP_URL")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start eventhost serve");
         self.child = Some(child);
+    }
+
+    /// The host's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits for the host process to exit by itself.
+    pub async fn exited(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            let child = self.child.as_mut().expect("host running");
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "host still running after {limit:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the HTTP API answers at all (`/healthz`).
+    pub async fn wait_listening(&self) {
+        let url = format!("{}/healthz", self.api);
+        let start = Instant::now();
+        while !matches!(self.http.get(&url).send().await, Ok(r) if r.status() == 200) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "not listening:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for `/readyz` to answer 200.
+    pub async fn wait_ready(&mut self) {
         let url = format!("{}/readyz", self.api);
         let start = Instant::now();
         loop {

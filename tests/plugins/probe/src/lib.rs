@@ -279,6 +279,15 @@ impl exports::eventhost::plugin::migrations::Guest for Probe {
                     .into(),
             });
         }
+        // Loaded as `stuck-migration`: a migration that outlasts any deadline, having
+        // switched off the statement timeout first.
+        if schema().contains("stuck_migration") {
+            list.push(Migration {
+                version: 4,
+                name: "sleeps an hour".into(),
+                sql: "SET statement_timeout = 0; SELECT pg_sleep(3600);".into(),
+            });
+        }
         list
     }
 }
