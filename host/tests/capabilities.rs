@@ -48,6 +48,7 @@ async fn on_read_repair_asks_an_http_auth_service() {
     let auth = AuthBackend::Http {
         url,
         timeout: Duration::from_secs(2),
+        ca_file: None,
     };
     let host = TestHost::start(Limits::default(), auth).await;
     let plugin = host.load("user_stats").await;
@@ -80,6 +81,7 @@ async fn auth_service_down_is_a_503_not_a_404() {
     let auth = AuthBackend::Http {
         url: "http://127.0.0.1:9".into(),
         timeout: Duration::from_millis(500),
+        ca_file: None,
     };
     let host = TestHost::start(Limits::default(), auth).await;
     let plugin = host.load("user_stats").await;

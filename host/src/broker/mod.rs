@@ -7,6 +7,7 @@ pub mod topology;
 
 use crate::config::BrokerConfig;
 use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
@@ -49,12 +50,28 @@ pub fn redacted(url: &str) -> String {
 
 /// Connects once, giving up after `connect_timeout`. `name` shows in RabbitMQ's
 /// management UI, so operators can tell the relay's connections from the consumer's.
+/// `amqps://` URLs are verified against the public roots and `broker.ca_file`.
 pub async fn connect(config: &BrokerConfig, name: &str) -> Result<Connection, BrokerError> {
     let target = redacted(&config.url);
+    let failed = |reason: String| BrokerError::Connect {
+        target: target.clone(),
+        reason,
+    };
     let properties = ConnectionProperties::default().with_connection_name(name.into());
+    let mut tls = OwnedTLSConfig::default();
+    if let Some(path) = &config.ca_file {
+        let pem = tokio::fs::read_to_string(path).await.map_err(|e| {
+            failed(format!(
+                "cannot read broker.ca_file = {}: {e}",
+                path.display()
+            ))
+        })?;
+        tls.cert_chain = Some(pem);
+    }
+    let runtime = lapin::runtime::default_runtime().map_err(|e| failed(e.to_string()))?;
     match tokio::time::timeout(
         config.connect_timeout,
-        Connection::connect(&config.url, properties),
+        Connection::connect_with_config(&config.url, properties, tls, runtime),
     )
     .await
     {

@@ -13,8 +13,9 @@ use uuid::Uuid;
 pub enum AuthError {
     #[error("users table lookup failed: {0}")]
     Database(#[from] sqlx::Error),
+    /// Without its URL: the configured base may carry credentials.
     #[error("auth service request failed: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(reqwest::Error),
     #[error("auth service answered {status} for user {id}")]
     Status {
         id: Uuid,
@@ -22,6 +23,12 @@ pub enum AuthError {
     },
     #[error("invalid auth service URL {url:?}: {reason}")]
     Config { url: String, reason: String },
+}
+
+impl From<reqwest::Error> for AuthError {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Http(e.without_url())
+    }
 }
 
 /// One lookup backend, shared by every invocation.
@@ -64,9 +71,13 @@ impl AuthLookup {
     pub fn new(backend: &AuthBackend, admin_pool: &PgPool) -> Result<Self, AuthError> {
         match backend {
             AuthBackend::Postgres => Ok(Self::Postgres(admin_pool.clone())),
-            AuthBackend::Http { url, timeout } => {
+            AuthBackend::Http {
+                url,
+                timeout,
+                ca_file,
+            } => {
                 let config = |reason: String| AuthError::Config {
-                    url: url.clone(),
+                    url: crate::broker::redacted(url),
                     reason,
                 };
                 let mut base = reqwest::Url::parse(url).map_err(|e| config(e.to_string()))?;
@@ -76,7 +87,21 @@ impl AuthLookup {
                 if !base.path().ends_with('/') {
                     base.set_path(&format!("{}/", base.path()));
                 }
-                let client = reqwest::Client::builder().timeout(*timeout).build()?;
+                let mut client = reqwest::Client::builder().timeout(*timeout);
+                if let Some(path) = ca_file {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        config(format!(
+                            "cannot read auth.ca_file = {}: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                        .map_err(|e| config(format!("auth.ca_file = {}: {e}", path.display())))?;
+                    for root in roots {
+                        client = client.add_root_certificate(root);
+                    }
+                }
+                let client = client.build()?;
                 Ok(Self::Http { client, base })
             }
         }
@@ -108,7 +133,7 @@ impl AuthLookup {
                 let url =
                     base.join(&format!("auth/users/{id}"))
                         .map_err(|e| AuthError::Config {
-                            url: base.to_string(),
+                            url: crate::broker::redacted(base.as_str()),
                             reason: e.to_string(),
                         })?;
                 let response = client.get(url).send().await?;

@@ -131,6 +131,7 @@ impl SandboxArgs {
             Some(url) => AuthBackend::Http {
                 url: url.clone(),
                 timeout: Duration::from_secs(2),
+                ca_file: None,
             },
             None => AuthBackend::Postgres,
         }

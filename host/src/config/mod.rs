@@ -104,6 +104,23 @@ impl Config {
         self.relay.validate().map_err(ConfigError::Invalid)?;
         self.consumer.validate().map_err(ConfigError::Invalid)?;
         self.http.validate().map_err(ConfigError::Invalid)?;
+        if self.broker.ca_file.is_some() && !self.broker.url.starts_with("amqps://") {
+            return Err(ConfigError::Invalid(
+                "broker.ca_file is set but broker.url is not an amqps:// URL".into(),
+            ));
+        }
+        if let AuthBackend::Http {
+            url,
+            ca_file: Some(_),
+            ..
+        } = &self.auth
+        {
+            if !url.starts_with("https://") {
+                return Err(ConfigError::Invalid(
+                    "auth.ca_file is set but auth.url is not an https:// URL".into(),
+                ));
+            }
+        }
         if self.broker.exchange.is_empty() || self.broker.exchange.len() > 255 {
             return Err(ConfigError::Invalid(
                 "broker.exchange must be 1 to 255 characters".into(),

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where events are published (and, later, consumed).
@@ -16,6 +17,9 @@ pub struct BrokerConfig {
     /// How long one connection attempt may take before it counts as an outage.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// PEM file of the CA certificate(s) that signed the broker's certificate, trusted on
+    /// top of the public roots (`amqps://` URLs only).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The URL's password stays out of `Debug` output.
@@ -25,6 +29,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("url", &crate::broker::redacted(&self.url))
             .field("exchange", &self.exchange)
             .field("connect_timeout", &self.connect_timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -35,6 +40,7 @@ impl Default for BrokerConfig {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             exchange: "eventhost.events".into(),
             connect_timeout: Duration::from_secs(5),
+            ca_file: None,
         }
     }
 }

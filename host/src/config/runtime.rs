@@ -168,7 +168,7 @@ impl Limits {
 }
 
 /// Where `auth.lookup-user` gets its answers.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum AuthBackend {
     /// The reference `users` table in the host's database.
@@ -180,7 +180,30 @@ pub enum AuthBackend {
         url: String,
         #[serde(with = "humantime_serde", default = "default_auth_timeout")]
         timeout: Duration,
+        /// PEM file of the CA certificate(s) trusted for an `https://` URL, on top of the
+        /// public roots.
+        #[serde(default)]
+        ca_file: Option<std::path::PathBuf>,
     },
+}
+
+/// Credentials in the URL stay out of `Debug` output.
+impl std::fmt::Debug for AuthBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Postgres => f.write_str("Postgres"),
+            Self::Http {
+                url,
+                timeout,
+                ca_file,
+            } => f
+                .debug_struct("Http")
+                .field("url", &crate::broker::redacted(url))
+                .field("timeout", timeout)
+                .field("ca_file", ca_file)
+                .finish(),
+        }
+    }
 }
 
 fn default_auth_timeout() -> Duration {

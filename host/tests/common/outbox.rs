@@ -83,6 +83,7 @@ impl OutboxWorld {
             url: amqp_url(),
             exchange: format!("eventhost.test.{}", &scratch.name[17..]),
             connect_timeout: Duration::from_secs(2),
+            ..BrokerConfig::default()
         };
         Self {
             pool,
