@@ -135,7 +135,11 @@ async fn test(
         .context("creating a scratch database")?;
     let result = run_fixtures(&scratch, limits, auth, plugin, dir).await;
     if keep {
-        println!("kept database {} ({})", scratch.name, scratch.url);
+        println!(
+            "kept database {} ({})",
+            scratch.name,
+            eventhost::broker::redacted(&scratch.url)
+        );
     } else if let Err(e) = scratch.drop_now().await {
         eprintln!("warning: could not drop the scratch database: {e}");
     }

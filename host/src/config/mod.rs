@@ -225,6 +225,48 @@ mod tests {
     }
 
     #[test]
+    fn ca_files_need_tls_urls_and_auth_credentials_are_never_printed() {
+        let err = Config::parse("[broker]\nca_file = \"/ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("broker.ca_file"), "{err}");
+        let err = Config::parse(
+            "[auth]\nbackend = \"http\"\nurl = \"http://auth\"\nca_file = \"/ca.pem\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth.ca_file"), "{err}");
+        let config = Config::parse(
+            "[auth]\nbackend = \"http\"\nurl = \"https://svc:auth-pass-789@auth\"\nca_file = \"/ca.pem\"\n",
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("auth-pass-789"));
+    }
+
+    #[test]
+    fn http_and_load_limits_name_their_field() {
+        for (text, field) in [
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            (
+                "[http]\nrequest_timeout = \"1ms\"\n",
+                "http.request_timeout",
+            ),
+            (
+                "[http]\ndrain_timeout = \"100000years\"\n",
+                "http.drain_timeout",
+            ),
+            ("[consumer]\nmax_crashes = 1\n", "consumer.max_crashes"),
+            (
+                "[consumer]\nload_timeout = \"10ms\"\n",
+                "consumer.load_timeout",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn the_admin_token_is_never_printed() {
         let config = Config::parse("[http]\nadmin_token = \"a-very-secret-token-1\"\n").unwrap();
         assert!(!format!("{config:?}").contains("a-very-secret-token-1"));
