@@ -25,6 +25,14 @@ async fn metric_line(world: &ServeWorld, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// A user registered through the auth service gets its stats row: outbox, relay,
+/// consumer and plugin all work.
+async fn registration_reaches_user_stats(world: &ServeWorld, email: &str) {
+    let id = world.register(email).await.expect("registered");
+    let sql = format!("SELECT count(*) FROM plugin_user_stats.user_stats WHERE user_id = '{id}'");
+    world.wait_count(&sql, 1, WAIT).await;
+}
+
 const SLEEPERS: &str = "SELECT count(*) FROM pg_stat_activity \
      WHERE datname = current_database() AND query LIKE '%pg_sleep(3600)%' AND pid <> pg_backend_pid()";
 
@@ -46,17 +54,7 @@ async fn a_stuck_plugin_load_holds_up_nothing_and_leaves_no_backend_behind() {
     // ...and meanwhile the API answers and the other plugin loads and handles events.
     let (status, _) = world.get("/healthz").await;
     assert_eq!(status, 200);
-    let id = world
-        .register("edge@example.com")
-        .await
-        .expect("registered");
-    world
-        .wait_count(
-            &format!("SELECT count(*) FROM plugin_user_stats.user_stats WHERE user_id = '{id}'"),
-            1,
-            WAIT,
-        )
-        .await;
+    registration_reaches_user_stats(&world, "edge@example.com").await;
     // At the deadline its backend is terminated, and the load is tried again (backoff).
     world
         .wait_metric(
@@ -116,17 +114,7 @@ async fn a_panicking_relay_is_restarted_counted_and_red_while_down() {
     world.wait_ready().await;
     assert!(world.log().contains("injected relay fault"));
     // Restarted, it publishes (and the fault, spent, is not hit again).
-    let id = world
-        .register("relay@example.com")
-        .await
-        .expect("registered");
-    world
-        .wait_count(
-            &format!("SELECT count(*) FROM plugin_user_stats.user_stats WHERE user_id = '{id}'"),
-            1,
-            WAIT,
-        )
-        .await;
+    registration_reaches_user_stats(&world, "relay@example.com").await;
     assert_eq!(metric_line(&world, series).await, Some(3.0));
     world.finish().await;
 }

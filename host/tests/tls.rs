@@ -190,6 +190,14 @@ impl Drop for SslCluster {
     }
 }
 
+/// The error of a connection to a server whose certificate's CA is not trusted.
+fn assert_untrusted(error: &str) {
+    assert!(
+        error.contains("certificate") || error.contains("UnknownIssuer"),
+        "{error}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_verify_full_carries_the_host_and_every_plugin_session() {
     let certs = Certs::make();
@@ -205,10 +213,7 @@ async fn postgres_verify_full_carries_the_host_and_every_plugin_session() {
         .err()
         .expect("an unknown CA is refused")
         .to_string();
-    assert!(
-        unknown.contains("certificate") || unknown.contains("UnknownIssuer"),
-        "{unknown}"
-    );
+    assert_untrusted(&unknown);
 
     // The host's pool, its migrations, and a plugin's own sessions all go over TLS.
     let (pool, runtime) = Runtime::open(&verified, Limits::default(), AuthBackend::Postgres)
@@ -287,10 +292,7 @@ async fn amqps_verifies_the_broker_with_the_ca_file_and_never_falls_back_to_plai
         .err()
         .expect("an unknown CA is refused")
         .to_string();
-    assert!(
-        unknown.contains("certificate") || unknown.contains("UnknownIssuer"),
-        "{unknown}"
-    );
+    assert_untrusted(&unknown);
     // amqps:// at a plain port fails: TLS is never silently skipped.
     let plain = config(
         "amqps://guest:guest@localhost:5672/%2f".into(),

@@ -192,7 +192,8 @@ pub fn connect_options(
 /// Settings written on the role apply to every session that logs in after: a new
 /// connection that finds any wipes them and is dropped; the pool then connects again.
 const ROLE_SETTINGS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting \
-     WHERE setrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user))";
+     WHERE setrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)), \
+     pg_catalog.pg_backend_pid()";
 
 /// One of the plugin's own small pools, so one plugin cannot starve others of connections.
 pub fn plugin_pool(admin: &PgPool, id: &Arc<PluginIdentity>, limits: &Limits, size: u32) -> PgPool {
@@ -201,10 +202,18 @@ pub fn plugin_pool(admin: &PgPool, id: &Arc<PluginIdentity>, limits: &Limits, si
         .after_connect(move |conn, _| {
             let (admin, id) = (repair_pool.clone(), repair_id.clone());
             Box::pin(async move {
-                let carried: bool = sqlx::query_scalar(ROLE_SETTINGS).fetch_one(&mut *conn).await?;
+                let (carried, pid): (bool, i32) =
+                    sqlx::query_as(ROLE_SETTINGS).fetch_one(&mut *conn).await?;
                 if carried {
                     tracing::warn!(role = %id.role, "the plugin's role had settings of its own; wiped them");
                     repair(&admin, &id).await?;
+                    // The server ends the session, not the client: sqlx closes a refused
+                    // connection without saying goodbye, and over TLS that close waits
+                    // for an answer an idle backend never sends.
+                    sqlx::query("SELECT pg_terminate_backend($1)")
+                        .bind(pid)
+                        .execute(&admin)
+                        .await?;
                     return Err(sqlx::Error::Protocol(
                         "the session carried settings written on the plugin's role".into(),
                     ));

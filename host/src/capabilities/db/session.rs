@@ -163,7 +163,7 @@ impl DbSession {
             }) {
                 Ok(state) => state,
                 Err(e) => {
-                    conn.close_on_drop();
+                    discard(conn);
                     return Err(to_db_error(e));
                 }
             };
@@ -177,7 +177,7 @@ impl DbSession {
                 role = %self.identity.role, from_sql, protocol, cached,
                 "a plugin session kept prepared statements from an earlier invocation; closing it"
             );
-            conn.close_on_drop();
+            discard(conn);
         }
         Err(error("no clean database connection for the plugin"))
     }
@@ -340,7 +340,7 @@ impl DbSession {
             Ok(_) => Ok(()),
             Err(e) => {
                 // The session's state is unknown: never hand it to the next invocation.
-                open.conn.close_on_drop();
+                discard(open.conn);
                 Err(e)
             }
         }
@@ -354,6 +354,14 @@ fn limit_error(message: String) -> DbError {
     }
 }
 
+/// Takes a connection out of its pool for good, without the pool's graceful close: that
+/// close waits for the server, and on a TLS connection the server already dropped (a
+/// terminated backend) it never finishes, holding the pool's slot (sqlx 0.8). Dropping
+/// the detached connection just closes the socket.
+fn discard(conn: sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    drop(conn.detach());
+}
+
 impl Drop for DbSession {
     fn drop(&mut self) {
         self.abandon();
@@ -364,11 +372,11 @@ impl DbSession {
     /// Gives up the transaction without a round trip: the connection is closed rather than
     /// pooled and its backend terminated, since a query may still be running on it.
     pub fn abandon(&mut self) {
-        let Some(mut open) = self.open.take() else {
+        let Some(open) = self.open.take() else {
             return;
         };
-        open.conn.close_on_drop();
         let pid = open.backend_pid;
+        discard(open.conn);
         let admin = self.admin_pool.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
