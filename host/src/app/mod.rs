@@ -52,6 +52,10 @@ pub struct App {
     pub metrics: Metrics,
 }
 
+/// Connections of the plugins' admin pool: one per parallel load, and as many again
+/// for auth lookups, repairs and terminations.
+const PLUGINS_ADMIN_POOL: u32 = 2 * consumer::watcher::PARALLEL_LOADS as u32;
+
 /// Longest the relay waits at start-up for the plugins' queues.
 pub const RELAY_WAIT: Duration = Duration::from_secs(15);
 
@@ -76,17 +80,34 @@ impl App {
         };
         // Bound first, so a taken port fails the start before anything runs.
         let api = match config.http.enabled {
-            true => Some(Listener::bind("http.listen", config.http.listen).await?),
+            true => Some(
+                Listener::bind(
+                    "http.listen",
+                    config.http.listen,
+                    config.http.max_connections,
+                )
+                .await?,
+            ),
             false => None,
         };
         let auth = match config.auth_service.enabled {
-            true => Some(Listener::bind("auth_service.listen", config.auth_service.listen).await?),
+            true => Some(
+                Listener::bind(
+                    "auth_service.listen",
+                    config.auth_service.listen,
+                    config.http.max_connections,
+                )
+                .await?,
+            ),
             false => None,
         };
         if config.consumer.enabled {
+            // The plugins' own pool for provisioning, migrations, role repair and auth
+            // lookups: loads holding sessions cannot take the relay's or the API's.
+            let plugins_admin = database::connect(&config.database_url, PLUGINS_ADMIN_POOL).await?;
             start_watcher(
                 &config,
-                &pool,
+                &plugins_admin,
                 &metrics,
                 &plugins,
                 &mut supervisor,
@@ -127,16 +148,26 @@ impl App {
                 )
             });
             let token = shutdown.clone();
+            let mut first = true;
             supervisor.spawn("relay", move || {
-                let (relay, wait, token) = (relay.clone(), wait.clone(), token.clone());
+                // Only the first start waits: a restarted relay publishes at once.
+                let wait = if std::mem::take(&mut first) {
+                    wait.clone()
+                } else {
+                    None
+                };
+                let (relay, token) = (relay.clone(), token.clone());
                 async move {
                     if let Some((scanned, registry, consuming)) = wait {
-                        queues_ready(&scanned, &registry, &consuming).await;
+                        tokio::select! {
+                            _ = token.cancelled() => return,
+                            _ = queues_ready(&scanned, &registry, &consuming) => {}
+                        }
                     }
                     relay.run(token).await
                 }
             });
-            tracing::info!(exchange = %config.broker.exchange, broker = %crate::broker::redacted(&config.broker.url), "relay started");
+            tracing::info!(exchange = %config.broker.exchange, broker = %crate::config::redact::url(&config.broker.url), "relay started");
         }
         let api_addr = api.as_ref().map(|l| l.addr);
         if let Some(listener) = api {
@@ -192,7 +223,8 @@ impl App {
     /// shutdown timeouts (consumer deliveries, then HTTP drain).
     pub async fn stopped(self) -> Result<(), AppError> {
         self.shutdown.cancelled().await;
-        let limit = self.shutdown_timeout + Duration::from_secs(2);
+        // Plus the closes that follow: channels and connections (5 s each at most).
+        let limit = self.shutdown_timeout + Duration::from_secs(12);
         tokio::time::timeout(limit, self.supervisor.join())
             .await
             .map_err(|_| AppError::Stuck(limit))?;

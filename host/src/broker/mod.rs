@@ -34,25 +34,11 @@ pub enum BrokerError {
     },
 }
 
-/// The URL without its password, for logs and errors.
-pub fn redacted(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
 /// Connects once, giving up after `connect_timeout`. `name` shows in RabbitMQ's
 /// management UI, so operators can tell the relay's connections from the consumer's.
 /// `amqps://` URLs are verified against the public roots and `broker.ca_file`.
 pub async fn connect(config: &BrokerConfig, name: &str) -> Result<Connection, BrokerError> {
-    let target = redacted(&config.url);
+    let target = crate::config::redact::url(&config.url);
     let failed = |reason: String| BrokerError::Connect {
         target: target.clone(),
         reason,
@@ -128,19 +114,4 @@ pub async fn publisher_channel(
     let channel = confirm_channel(connection).await?;
     declare_exchange(&channel, exchange).await?;
     Ok(channel)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_never_reach_logs() {
-        assert_eq!(
-            super::redacted("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(
-            super::redacted("amqp://127.0.0.1:5672"),
-            "amqp://127.0.0.1:5672"
-        );
-    }
 }

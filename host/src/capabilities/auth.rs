@@ -77,7 +77,7 @@ impl AuthLookup {
                 ca_file,
             } => {
                 let config = |reason: String| AuthError::Config {
-                    url: crate::broker::redacted(url),
+                    url: crate::config::redact::url(url),
                     reason,
                 };
                 let mut base = reqwest::Url::parse(url).map_err(|e| config(e.to_string()))?;
@@ -133,7 +133,7 @@ impl AuthLookup {
                 let url =
                     base.join(&format!("auth/users/{id}"))
                         .map_err(|e| AuthError::Config {
-                            url: crate::broker::redacted(base.as_str()),
+                            url: crate::config::redact::url(base.as_str()),
                             reason: e.to_string(),
                         })?;
                 let response = client.get(url).send().await?;

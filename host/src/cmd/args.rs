@@ -92,7 +92,7 @@ pub struct DbArgs {
 #[derive(Args)]
 pub struct SandboxArgs {
     /// Base URL of an external auth service for the `auth` import; default: the `users` table.
-    #[arg(long, env = "EVENTHOST_AUTH_URL")]
+    #[arg(long, env = "EVENTHOST_AUTH_URL", hide_env_values = true)]
     auth_url: Option<String>,
     /// CPU time per invocation (e.g. 500ms).
     #[arg(long, value_parser = humantime::parse_duration)]

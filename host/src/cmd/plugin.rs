@@ -138,7 +138,7 @@ async fn test(
         println!(
             "kept database {} ({})",
             scratch.name,
-            eventhost::broker::redacted(&scratch.url)
+            eventhost::config::redact::url(&scratch.url)
         );
     } else if let Err(e) = scratch.drop_now().await {
         eprintln!("warning: could not drop the scratch database: {e}");

@@ -3,6 +3,7 @@
 
 mod consumer;
 mod outbox;
+pub mod redact;
 mod runtime;
 
 pub use consumer::{ConsumerConfig, HttpConfig, Secret};
@@ -32,7 +33,10 @@ pub struct Config {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field("database_url", &crate::broker::redacted(&self.database_url))
+            .field(
+                "database_url",
+                &crate::config::redact::url(&self.database_url),
+            )
             .field("broker", &self.broker)
             .field("relay", &self.relay)
             .field("auth_service", &self.auth_service)
@@ -90,9 +94,10 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        // TOML's message quotes the offending line, which may hold a URL's password.
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: "(text)".into(),
-            message: e.to_string(),
+            message: redact::text(&e.to_string()),
         })?;
         config.validate()?;
         Ok(config)
@@ -104,14 +109,17 @@ impl Config {
         self.relay.validate().map_err(ConfigError::Invalid)?;
         self.consumer.validate().map_err(ConfigError::Invalid)?;
         self.http.validate().map_err(ConfigError::Invalid)?;
-        if self.broker.ca_file.is_some() && !self.broker.url.starts_with("amqps://") {
-            return Err(ConfigError::Invalid(
-                "broker.ca_file is set but broker.url is not an amqps:// URL".into(),
-            ));
+        if let Some(path) = &self.broker.ca_file {
+            if !self.broker.url.starts_with("amqps://") {
+                return Err(ConfigError::Invalid(
+                    "broker.ca_file is set but broker.url is not an amqps:// URL".into(),
+                ));
+            }
+            check_pem("broker.ca_file", path).map_err(ConfigError::Invalid)?;
         }
         if let AuthBackend::Http {
             url,
-            ca_file: Some(_),
+            ca_file: Some(path),
             ..
         } = &self.auth
         {
@@ -120,6 +128,7 @@ impl Config {
                     "auth.ca_file is set but auth.url is not an https:// URL".into(),
                 ));
             }
+            check_pem("auth.ca_file", path).map_err(ConfigError::Invalid)?;
         }
         if self.broker.exchange.is_empty() || self.broker.exchange.len() > 255 {
             return Err(ConfigError::Invalid(
@@ -128,6 +137,20 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A CA file must be readable and hold at least one PEM certificate (a DER file or
+/// anything else would silently add no trust at all).
+fn check_pem(field: &str, path: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read {field} = {}: {e}", path.display()))?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!(
+            "{field} = {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// No duration in the config may be longer than this: the host adds them to clocks and
@@ -236,11 +259,32 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("auth.ca_file"), "{err}");
-        let config = Config::parse(
-            "[auth]\nbackend = \"http\"\nurl = \"https://svc:auth-pass-789@auth\"\nca_file = \"/ca.pem\"\n",
+        let dir = tempfile::tempdir().unwrap();
+        let (pem, der) = (dir.path().join("ca.pem"), dir.path().join("ca.der"));
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
+        std::fs::write(&der, [0x30u8, 0x82, 0x01]).unwrap();
+        let auth = |path: &std::path::Path| {
+            Config::parse(&format!(
+                "[auth]\nbackend = \"http\"\nurl = \"https://svc:auth-pass-789@auth\"\nca_file = \"{}\"\n",
+                path.display()
+            ))
+        };
+        let config = auth(&pem).unwrap();
         assert!(!format!("{config:?}").contains("auth-pass-789"));
+        let err = auth(&der).unwrap_err().to_string();
+        assert!(
+            err.contains("auth.ca_file") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        // A syntax error quotes its line; the password in it is masked.
+        let err = Config::parse("database_url = \"postgres://u:db-pass-1@h/d\" x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("db-pass-1"), "{err}");
     }
 
     #[test]

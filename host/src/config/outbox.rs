@@ -26,7 +26,7 @@ pub struct BrokerConfig {
 impl std::fmt::Debug for BrokerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrokerConfig")
-            .field("url", &crate::broker::redacted(&self.url))
+            .field("url", &crate::config::redact::url(&self.url))
             .field("exchange", &self.exchange)
             .field("connect_timeout", &self.connect_timeout)
             .field("ca_file", &self.ca_file)

@@ -198,7 +198,7 @@ impl std::fmt::Debug for AuthBackend {
                 ca_file,
             } => f
                 .debug_struct("Http")
-                .field("url", &crate::broker::redacted(url))
+                .field("url", &crate::config::redact::url(url))
                 .field("timeout", timeout)
                 .field("ca_file", ca_file)
                 .finish(),

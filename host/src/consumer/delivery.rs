@@ -67,7 +67,7 @@ pub async fn handle(ctx: Arc<Context>, delivery: Delivery, event: Result<Event, 
             span.in_scope(|| tracing::warn!(%reason, "dead-lettering an unreadable message"));
             (
                 Verdict::Dead {
-                    attempts: failed_before + 1,
+                    attempts: failed_before.saturating_add(1),
                     error: reason,
                 },
                 span,
@@ -79,11 +79,9 @@ pub async fn handle(ctx: Arc<Context>, delivery: Delivery, event: Result<Event, 
                 let verdict = redelivered(&ctx, &event, failed_before)
                     .instrument(span.clone())
                     .await;
-                let settled = !matches!(verdict, Verdict::Requeue);
                 settle(&ctx, delivery, verdict).instrument(span).await;
-                if settled {
-                    super::crashes::settled(&ctx.pool, &ctx.plugin, &event.id).await;
-                }
+                // Settled or put back on purpose: either way the host did not die on it.
+                super::crashes::settled(&ctx.pool, &ctx.plugin, &event.id).await;
                 return;
             }
             let verdict = run(&ctx, &event, failed_before)
@@ -102,7 +100,7 @@ async fn redelivered(ctx: &Context, event: &Event, failed_before: u32) -> Verdic
     match crashes::before(&ctx.pool, &ctx.plugin, &event.id, ctx.max_crashes).await {
         crashes::Verdict::Handle => run(ctx, event, failed_before).await,
         crashes::Verdict::GiveUp(times) => Verdict::Dead {
-            attempts: failed_before + 1,
+            attempts: failed_before.saturating_add(1),
             error: format!("host stopped while handling it {times} times"),
         },
     }
@@ -115,7 +113,7 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
         fail::fail_point!("consumer-dispatch", |_| std::process::abort());
         let invocation = ctx.target.deliver(event).await;
         let elapsed = Some(invocation.elapsed);
-        let attempts = failed_before + 1;
+        let attempts = failed_before.saturating_add(1);
         return match invocation.outcome {
             Outcome::Ok => {
                 ctx.metrics

@@ -138,6 +138,8 @@ impl Consumer {
     /// Consumes until `shutdown`; then every plugin consumer stops taking deliveries,
     /// finishes and settles what it has, and the connection is closed.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        // A consumer restarted after a panic starts from "not connected".
+        self.connected.store(false, Ordering::Relaxed);
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
         let mut down_since: Option<Instant> = None;
         while !shutdown.is_cancelled() {

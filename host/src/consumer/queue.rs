@@ -31,6 +31,32 @@ pub enum ConsumeError {
     Lost { queue: String, reason: String },
 }
 
+/// Longest wait for the broker to confirm a channel's close.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Marks a plugin as consuming while alive, so a consumer that panics or is aborted
+/// never stays counted.
+struct ConsumingGuard<'a> {
+    consuming: &'a super::Consuming,
+    plugin: String,
+}
+
+impl<'a> ConsumingGuard<'a> {
+    fn on(consuming: &'a super::Consuming, plugin: &str) -> Self {
+        consuming.set(plugin, true);
+        Self {
+            consuming,
+            plugin: plugin.to_string(),
+        }
+    }
+}
+
+impl Drop for ConsumingGuard<'_> {
+    fn drop(&mut self) {
+        self.consuming.set(&self.plugin, false);
+    }
+}
+
 pub async fn consume(
     connection: &Connection,
     subscriber: Subscriber,
@@ -70,7 +96,7 @@ pub async fn consume(
             source,
         })?;
     tracing::info!(plugin = %subscriber.name, queue = %queues.main, subscriptions = ?subscriber.subscriptions, "consuming");
-    settings.consuming.set(&subscriber.name, true);
+    let consuming = ConsumingGuard::on(&settings.consuming, &subscriber.name);
 
     let context = Arc::new(Context {
         plugin: subscriber.name.clone(),
@@ -101,7 +127,12 @@ pub async fn consume(
             None => break Err("consumer cancelled by the broker".to_string()),
         }
     };
-    settings.consuming.set(&subscriber.name, false);
+    drop(consuming);
+    if panicked.is_cancelled() {
+        settings
+            .metrics
+            .task_restarted(&format!("consumer/{}", subscriber.name));
+    }
     if ended.is_ok() {
         let _ = channel
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
@@ -117,9 +148,8 @@ pub async fn consume(
     {
         tracing::warn!(plugin = %subscriber.name, timeout = ?config.shutdown_timeout, "in-flight deliveries did not finish in time; they will be redelivered");
     }
-    let _ = channel
-        .close(200, "eventhost consumer stopping".into())
-        .await;
+    let close = channel.close(200, "eventhost consumer stopping".into());
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     ended.map_err(|reason| ConsumeError::Lost {
         queue: queues.main,
         reason,

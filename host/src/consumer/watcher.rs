@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -51,8 +51,13 @@ pub struct Watcher {
     loading: HashMap<PathBuf, Stamp>,
     retry: HashMap<PathBuf, Retry>,
     loads: JoinSet<Loaded>,
+    /// Loads that run at once; the rest wait their turn (each holds database sessions).
+    slots: Arc<Semaphore>,
     cancel: CancellationToken,
 }
+
+/// Plugin loads that run at the same time.
+pub const PARALLEL_LOADS: usize = 4;
 
 impl Watcher {
     pub fn new(
@@ -72,6 +77,7 @@ impl Watcher {
             loading: HashMap::new(),
             retry: HashMap::new(),
             loads: JoinSet::new(),
+            slots: Arc::new(Semaphore::new(PARALLEL_LOADS)),
             cancel: CancellationToken::new(),
         }
     }
@@ -143,8 +149,12 @@ impl Watcher {
             self.loading.insert(path.clone(), *stamp);
             let (runtime, path, stamp) = (self.runtime.clone(), path.clone(), *stamp);
             let (deadline, cancel) = (self.load_timeout, self.cancel.clone());
+            let slots = self.slots.clone();
             self.loads.spawn(async move {
-                let loaded = runtime.load_file_within(&path, deadline, &cancel).await;
+                let loaded = match slots.acquire_owned().await {
+                    Ok(_slot) => runtime.load_file_within(&path, deadline, &cancel).await,
+                    Err(_) => Err(LoadError::Cancelled),
+                };
                 (path, name, stamp, loaded)
             });
         }
@@ -169,6 +179,8 @@ impl Watcher {
     fn finish(&mut self, (path, name, stamp, loaded): Loaded) {
         self.loading.remove(&path);
         let error = match loaded {
+            // Removed (or replaced) while it loaded: the next scan decides.
+            Ok(_) if !still_there(&path, stamp) => return,
             Ok(plugin) => {
                 self.registry.install(plugin, &path);
                 self.retry.remove(&path);
@@ -196,6 +208,12 @@ impl Watcher {
             self.settled.insert(path, (Some(name), stamp));
         }
     }
+}
+
+/// The file is still in place, unchanged since its load began.
+fn still_there(path: &Path, stamp: Stamp) -> bool {
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.len() == stamp.len && meta.modified().ok() == stamp.modified)
 }
 
 async fn wasm_files(dir: &Path) -> Result<Vec<(PathBuf, Stamp)>, std::io::Error> {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,16 +24,23 @@ pub struct ListenError {
     source: std::io::Error,
 }
 
-/// A bound listening socket, kept across restarts of the accept loop.
+/// A bound listening socket and its connection slots, kept across restarts of the
+/// accept loop (so connections still open from before count against the cap).
 #[derive(Clone)]
 pub struct Listener {
     socket: Arc<TcpListener>,
+    slots: Arc<Semaphore>,
     pub addr: SocketAddr,
 }
 
 impl Listener {
-    /// Binds `addr`; errors name the config field it came from.
-    pub async fn bind(field: &'static str, addr: SocketAddr) -> Result<Self, ListenError> {
+    /// Binds `addr` with room for `max_connections`; errors name the config field it
+    /// came from.
+    pub async fn bind(
+        field: &'static str,
+        addr: SocketAddr,
+        max_connections: usize,
+    ) -> Result<Self, ListenError> {
         let error = |source| ListenError {
             field,
             addr,
@@ -42,6 +50,7 @@ impl Listener {
         let addr = socket.local_addr().map_err(error)?;
         Ok(Self {
             socket: Arc::new(socket),
+            slots: Arc::new(Semaphore::new(max_connections)),
             addr,
         })
     }
@@ -60,13 +69,14 @@ pub async fn serve(
         // Headers are capped by the parser: 64 KiB in all, at most 100 of them.
         .max_buf_size(64 << 10)
         .max_headers(100);
-    let slots = Arc::new(Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
+    let mut connections: JoinSet<()> = JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         // A slot first: past the cap, clients wait in the kernel's backlog, unaccepted.
         let slot = tokio::select! {
             _ = shutdown.cancelled() => break,
-            slot = slots.clone().acquire_owned() => match slot {
+            slot = listener.slots.clone().acquire_owned() => match slot {
                 Ok(slot) => slot,
                 Err(_) => break,
             },

@@ -4,7 +4,7 @@
 use super::bindings::{handler, migrations, reader};
 use super::share::{Share, ShareError, Work};
 use super::version::{self, VersionError};
-use super::{Outcome, PluginName, Runtime};
+use super::{Abort, Outcome, PluginName, Runtime};
 use crate::capabilities::db::migrate::{self, Backends, MigrationError};
 use crate::capabilities::db::provision::{self, PluginIdentity, ProvisionError};
 use crate::capabilities::HostState;
@@ -57,7 +57,8 @@ impl LoadError {
     /// out of time (a lock held elsewhere, say). Everything else needs a new file.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Deadline(_) | Self::Read { .. } => true,
+            Self::Deadline(_) | Self::Read { .. } | Self::Share(_) => true,
+            Self::Init(Outcome::Aborted(Abort::Capacity(_) | Abort::Host(_))) => true,
             Self::Provision(ProvisionError::Setup { source, .. }) => unavailable(source),
             Self::Migration(MigrationError::Connect(source)) => unavailable(source),
             Self::Migration(MigrationError::Failed { source, .. }) => unavailable(source),
@@ -80,6 +81,8 @@ fn unavailable(error: &sqlx::Error) -> bool {
                 || code.starts_with("53") // insufficient resources
                 || code == "40001" // serialization failure
                 || code == "40P01" // deadlock
+                || code == "55P03" // lock not available (another host provisioning)
+                || code == "57014" // canceled: a statement or lock timeout
         }),
         _ => false,
     }
@@ -147,7 +150,8 @@ impl Runtime {
     }
 
     pub async fn load(&self, name: PluginName, bytes: &[u8]) -> Result<Plugin, LoadError> {
-        self.load_tracked(name, bytes, &Backends::default()).await
+        self.load_tracked(name, bytes, &Backends::new(&self.inner.admin_pool))
+            .await
     }
 
     /// [`Runtime::load_file`] within `deadline`, or until `cancel`: then the load stops and
@@ -159,13 +163,13 @@ impl Runtime {
         cancel: &CancellationToken,
     ) -> Result<Plugin, LoadError> {
         let (name, bytes) = read_named(path).await?;
-        let backends = Backends::default();
+        let backends = Backends::new(&self.inner.admin_pool);
         let ended = tokio::select! {
             loaded = self.load_tracked(name, &bytes, &backends) => return loaded,
             _ = tokio::time::sleep(deadline) => LoadError::Deadline(deadline),
             _ = cancel.cancelled() => LoadError::Cancelled,
         };
-        backends.terminate(&self.inner.admin_pool).await;
+        backends.terminate().await;
         Err(ended)
     }
 

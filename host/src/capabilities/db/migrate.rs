@@ -11,32 +11,70 @@ use sqlx::Connection;
 use std::sync::Mutex;
 
 /// The PostgreSQL backends a load is using, so that a load past its deadline (or
-/// cancelled at shutdown) can have them terminated: dropping a client leaves a backend
-/// running whatever it was running (a migration may `SET statement_timeout = 0`).
-#[derive(Debug, Default)]
-pub struct Backends(Mutex<Vec<i32>>);
+/// cancelled at shutdown, or dropped) can have them terminated: dropping a client leaves
+/// a backend running whatever it was running (a migration may `SET statement_timeout =
+/// 0`). A session is forgotten once it is done, so a pooled connection that goes back
+/// to other work is never terminated.
+pub struct Backends {
+    admin: PgPool,
+    pids: Mutex<Vec<i32>>,
+}
 
 impl Backends {
+    pub fn new(admin: &PgPool) -> Self {
+        Self {
+            admin: admin.clone(),
+            pids: Mutex::default(),
+        }
+    }
+
+    fn pids(&self) -> std::sync::MutexGuard<'_, Vec<i32>> {
+        self.pids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn track(&self, conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(conn)
             .await?;
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        self.pids().push(pid);
         Ok(())
     }
 
+    /// The sessions ended by themselves (committed, or failed and dropped).
+    fn forget_all(&self) {
+        self.pids().clear();
+    }
+
     /// Terminates every tracked backend (those already gone are skipped).
-    pub async fn terminate(&self, admin: &PgPool) {
-        let pids = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    pub async fn terminate(&self) {
+        let pids = std::mem::take(&mut *self.pids());
+        terminate(&self.admin, pids).await;
+    }
+}
+
+async fn terminate(admin: &PgPool, pids: Vec<i32>) {
+    if pids.is_empty() {
+        return;
+    }
+    let ended = sqlx::query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
+        .bind(&pids)
+        .execute(admin)
+        .await;
+    if let Err(error) = ended {
+        tracing::error!(?pids, %error, "cannot terminate the sessions of a cancelled plugin load");
+    }
+}
+
+/// A load dropped mid-way (its task aborted) still ends its sessions.
+impl Drop for Backends {
+    fn drop(&mut self) {
+        let pids = std::mem::take(&mut *self.pids());
         if pids.is_empty() {
             return;
         }
-        let ended = sqlx::query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
-            .bind(&pids)
-            .execute(admin)
-            .await;
-        if let Err(error) = ended {
-            tracing::error!(?pids, %error, "cannot terminate the sessions of a cancelled plugin load");
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let admin = self.admin.clone();
+            runtime.spawn(async move { terminate(&admin, pids).await });
         }
     }
 }
@@ -61,8 +99,23 @@ fn checksum(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))
 }
 
-/// Returns how many migrations were newly applied.
+/// Returns how many migrations were newly applied. Its sessions are tracked in
+/// `backends` while it runs; once it returns (either way) they have ended or gone back to
+/// the pool, and are forgotten, so only a cancelled run leaves any to terminate.
 pub async fn apply(
+    admin: &PgPool,
+    admin_options: &PgConnectOptions,
+    id: &PluginIdentity,
+    limits: &Limits,
+    migrations: &[Migration],
+    backends: &Backends,
+) -> Result<usize, MigrationError> {
+    let applied = apply_tracked(admin, admin_options, id, limits, migrations, backends).await;
+    backends.forget_all();
+    applied
+}
+
+async fn apply_tracked(
     admin: &PgPool,
     admin_options: &PgConnectOptions,
     id: &PluginIdentity,
