@@ -26,8 +26,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // Fault injection for the tests (`FAILPOINTS=...`); a no-op unless built with the
-    // `failpoints` feature.
+    // Fault injection for the tests (`FAILPOINTS=...`), only in builds with the
+    // `failpoints` feature: elsewhere the variable is not even read.
+    #[cfg(feature = "failpoints")]
     let _faults = fail::FailScenario::setup();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
