@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod runtime;
+pub mod supervisor;
 
 pub use event::{Event, EventId};
 pub use runtime::{Outcome, PluginName, Runtime};

@@ -3,9 +3,7 @@
 //! and shut down in one place. `eventhost serve`, `eventhost relay` and the tests all
 //! start exactly this.
 
-mod supervise;
-
-pub use supervise::{Supervisor, TaskHealth};
+pub use crate::supervisor::{Supervisor, TaskHealth};
 
 use crate::config::Config;
 use crate::consumer::{self, Consumer, Consuming, Registry, Watcher};

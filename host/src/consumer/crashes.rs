@@ -67,3 +67,17 @@ pub async fn settled(pool: &PgPool, plugin: &str, event: &EventId) {
         tracing::warn!(%error, "cannot clear the redelivery's crash note");
     }
 }
+
+/// Notes older than a week: left by a crash between a message's settling and its note's
+/// deletion (that message is gone), so they would never be read again.
+pub async fn purge_stale(pool: &PgPool, plugin: &str) {
+    let purged = sqlx::query(
+        "DELETE FROM eventhost_inflight WHERE plugin = $1 AND first_seen < now() - interval '7 days'",
+    )
+    .bind(plugin)
+    .execute(pool)
+    .await;
+    if let Err(error) = purged {
+        tracing::warn!(%error, "cannot purge old crash notes");
+    }
+}

@@ -21,9 +21,14 @@ pub struct Lanes {
     panicked: CancellationToken,
 }
 
-/// Runs a job; a panic is caught (its lane goes on) and reported through `panicked`.
+/// Runs a job; a panic is caught and reported through `panicked`. Once any job has
+/// panicked no further job starts: the ones left are dropped unrun (for deliveries:
+/// unacknowledged, so they return to the queue in order when the channel closes).
 async fn guarded(job: Job, panicked: &CancellationToken) {
     use futures_lite::FutureExt;
+    if panicked.is_cancelled() {
+        return;
+    }
     if std::panic::AssertUnwindSafe(job)
         .catch_unwind()
         .await
@@ -111,6 +116,22 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn after_a_panic_no_further_job_starts() {
+        let mut lanes = Lanes::new(1);
+        let ran = Arc::new(AtomicUsize::new(0));
+        lanes.submit(Some("a".into()), async { panic!("injected") });
+        for key in ["a", "b"] {
+            let ran = ran.clone();
+            lanes.submit(Some(key.into()), async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        lanes.drain().await;
+        assert!(lanes.panicked().is_cancelled());
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "a job ran after the panic");
+    }
 
     #[tokio::test]
     async fn same_key_in_order_other_keys_concurrently() {

@@ -82,6 +82,7 @@ pub async fn consume(
         &subscriber.subscriptions,
     )
     .await?;
+    super::crashes::purge_stale(&settings.pool, &subscriber.name).await;
     let tag = format!("eventhost-{}-{}", subscriber.name, std::process::id());
     let mut deliveries = channel
         .basic_consume(

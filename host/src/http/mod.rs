@@ -10,11 +10,11 @@ pub mod server;
 pub use limits::RequestLimits;
 pub use server::{ListenError, Listener};
 
-use crate::app::TaskHealth;
 use crate::config::HttpConfig;
 use crate::consumer::{Consuming, Registry};
 use crate::metrics::Metrics;
 use crate::outbox::Relay;
+use crate::supervisor::TaskHealth;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -97,7 +97,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _ = connection.await;
             drop(slot);
         });
@@ -108,5 +108,6 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(listen = %listener.addr, ?drain, "requests still in flight after http.drain_timeout; closing them");
+        connections.abort_all();
     }
 }

@@ -1,4 +1,4 @@
-//! Supervision of the long-running parts. Each part runs in its own task, made afresh by
+//! Supervision of the host's long-running parts (see [`crate::app`]). Each part runs in its own task, made afresh by
 //! its factory; a part that panics or stops before shutdown is counted, marked down (so
 //! `/readyz` turns red), and started again after a backoff.
 
