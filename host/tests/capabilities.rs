@@ -192,3 +192,54 @@ async fn handler_without_sql_commits_nothing_and_errors_roll_back() {
         .is_empty());
     host.stop().await;
 }
+
+/// A plugin's role makes room for every host of the deployment, and a delivery that finds
+/// no connection in time is short of room, which is not one of its attempts: nothing
+/// commits, and the same event goes through once there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_connection_in_time_is_capacity_not_a_failed_attempt() {
+    let limits = Limits {
+        db_connections: 1,
+        db_read_connections: 1,
+        db_hosts: 3,
+        wall_time: Duration::from_secs(4),
+        ..Limits::default()
+    };
+    let host = TestHost::start(limits, AuthBackend::Postgres).await;
+    let probe = std::sync::Arc::new(host.load("probe").await);
+    let limit: i32 = sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
+        .bind(probe.role())
+        .fetch_one(&host.pool)
+        .await
+        .expect("the role");
+    assert_eq!(limit, 3 * (1 + 1 + 1), "room for three hosts' pools");
+    // One delivery holds the plugin's only delivery connection until its deadline...
+    let holder = {
+        let probe = probe.clone();
+        tokio::spawn(async move { probe.handle(&event("probe.sleep", "a", json!({}))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ...so the next one finds none in time.
+    let note = event("probe.insert", "b", json!({}));
+    let invocation = probe.handle(&note).await;
+    assert!(
+        matches!(
+            invocation.outcome,
+            Outcome::Aborted(eventhost::runtime::Abort::Capacity(_))
+        ),
+        "{:?} {:?}",
+        invocation.outcome,
+        invocation.logs
+    );
+    let notes = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM plugin_probe.notes")
+            .fetch_one(&host.pool)
+            .await
+            .expect("notes")
+    };
+    assert_eq!(notes().await, 0, "something committed without a connection");
+    holder.await.expect("the holder ends at its deadline");
+    assert_eq!(probe.handle(&note).await.outcome, Outcome::Ok);
+    assert_eq!(notes().await, 1);
+    host.stop().await;
+}

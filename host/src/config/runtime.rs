@@ -48,6 +48,10 @@ pub struct Limits {
     pub db_connections: u32,
     /// PostgreSQL connections per plugin for reads.
     pub db_read_connections: u32,
+    /// Host processes expected to share the database. A plugin's role is cluster-wide, so
+    /// its `CONNECTION LIMIT` makes room for this many processes' pools; every host of a
+    /// deployment should say the same.
+    pub db_hosts: u32,
     /// PostgreSQL `work_mem` of plugin sessions, in KiB.
     pub db_work_mem_kib: u32,
     pub db_max_rows: usize,
@@ -78,6 +82,7 @@ impl Default for Limits {
             reads_per_plugin: 8,
             db_connections: 4,
             db_read_connections: 4,
+            db_hosts: 4,
             db_work_mem_kib: 4096,
             db_max_rows: 10_000,
             db_max_result_bytes: 8 << 20,
@@ -125,6 +130,7 @@ impl Limits {
             ("reads_per_plugin", self.reads_per_plugin as usize),
             ("db_connections", self.db_connections as usize),
             ("db_read_connections", self.db_read_connections as usize),
+            ("db_hosts", self.db_hosts as usize),
             ("db_max_rows", self.db_max_rows),
             ("db_max_result_bytes", self.db_max_result_bytes),
             ("db_statement_bytes", self.db_statement_bytes),
@@ -159,11 +165,13 @@ impl Limits {
             .saturating_add(1)
     }
 
-    /// The plugin role's `CONNECTION LIMIT`: both pools, plus one for its migrations.
+    /// The plugin role's `CONNECTION LIMIT`: both pools plus one for its migrations, for
+    /// each of `db_hosts` processes.
     pub fn role_connection_limit(&self) -> u32 {
         self.db_connections
             .saturating_add(self.db_read_connections)
             .saturating_add(1)
+            .saturating_mul(self.db_hosts)
     }
 }
 

@@ -274,7 +274,15 @@ impl Plugin {
             }
             Ok::<_, wasmtime::Error>(result)
         };
-        match tokio::time::timeout(wall, attempt).await {
+        let ended = tokio::time::timeout(wall, attempt).await;
+        // Whatever the plugin made of it, an invocation that found no connection was
+        // short of room, and its rollback above left nothing behind.
+        if let Some(reason) = store.data().db.unavailable() {
+            let reason = reason.to_string();
+            store.data_mut().db.abandon();
+            return Err(Outcome::Aborted(Abort::Capacity(reason)));
+        }
+        match ended {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(error)) => {
                 let _ = store.data_mut().db.rollback().await;

@@ -226,7 +226,9 @@ pub fn plugin_pool(admin: &PgPool, id: &Arc<PluginIdentity>, limits: &Limits, si
         // No ping before each use: it is a round trip per invocation, and a dead
         // connection already fails the invocation cleanly (retried, never half-applied).
         .test_before_acquire(false)
-        .acquire_timeout(limits.wall_time.min(Duration::from_secs(30)))
+        // Half the wall time at most, so a full pool is reported as such (capacity: the
+        // delivery waits, no attempt spent) before the invocation's deadline passes.
+        .acquire_timeout((limits.wall_time / 2).min(Duration::from_secs(30)))
         .idle_timeout(Duration::from_secs(300))
         .connect_lazy_with(connect_options(&admin.connect_options(), id, limits))
 }

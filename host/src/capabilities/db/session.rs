@@ -82,6 +82,9 @@ pub struct DbSession {
     /// The host cut a result off mid-stream: the connection has unread rows and the
     /// transaction is lost; it is abandoned rather than reused.
     lost: Option<String>,
+    /// No connection could be had in time (the plugin's pool, or its role's connection
+    /// limit on the server, was full): not the event's fault, so not one of its attempts.
+    unavailable: Option<String>,
 }
 
 struct OpenTx {
@@ -105,6 +108,7 @@ impl DbSession {
             has_code,
             open: None,
             violation: None,
+            unavailable: None,
             failed: false,
             lost: None,
         }
@@ -115,13 +119,21 @@ impl DbSession {
         self.violation.as_deref()
     }
 
+    /// Why no database connection could be had, if none could.
+    pub fn unavailable(&self) -> Option<&str> {
+        self.unavailable.as_deref()
+    }
+
     /// True when a statement failed, so nothing of this transaction can commit.
     pub fn aborted(&self) -> bool {
-        self.failed || self.lost.is_some()
+        self.failed || self.lost.is_some() || self.unavailable.is_some()
     }
 
     async fn tx(&mut self) -> Result<&mut OpenTx, DbError> {
-        if let Some(reason) = self.violation.as_ref().or(self.lost.as_ref()) {
+        // Once a connection was missing, no later statement gets one either: the
+        // invocation must not commit half of what it meant to.
+        let refused = self.violation.as_ref().or(self.lost.as_ref());
+        if let Some(reason) = refused.or(self.unavailable.as_ref()) {
             return Err(DbError {
                 code: "25P02".into(),
                 message: format!("current transaction is aborted: {reason}"),
@@ -140,6 +152,11 @@ impl DbSession {
         for _ in 0..MAX_CONNECT_TRIES {
             let mut conn = match self.plugin_pool.acquire().await {
                 Ok(conn) => conn,
+                Err(e) if is_unavailable(&e) => {
+                    let reason = format!("no database connection for the plugin in time: {e}");
+                    self.unavailable = Some(reason.clone());
+                    return Err(error(reason));
+                }
                 // PostgreSQL refused the login itself: the plugin may have changed its
                 // role's password, or written a setting that fails every login. The host's
                 // role definition wins; then try once more.
@@ -351,6 +368,16 @@ fn limit_error(message: String) -> DbError {
     DbError {
         code: "54000".into(),
         message: format!("{message}; the statement failed and the transaction is aborted"),
+    }
+}
+
+/// The pool stayed full, or the server refused the login for want of room (the role's
+/// `CONNECTION LIMIT`, or the server's): capacity, not a fault of the event or plugin.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("53")),
+        _ => false,
     }
 }
 
