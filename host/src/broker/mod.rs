@@ -115,3 +115,27 @@ pub async fn publisher_channel(
     declare_exchange(&channel, exchange).await?;
     Ok(channel)
 }
+
+/// Publishes to `queue` through the default exchange and waits for the broker's ack.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: lapin::BasicProperties,
+) -> Result<(), String> {
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let confirmation = confirm.await.map_err(|e| e.to_string())?;
+    if confirmation.is_nack() {
+        return Err(format!("the broker refused the message for {queue}"));
+    }
+    Ok(())
+}

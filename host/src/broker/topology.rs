@@ -149,3 +149,44 @@ mod tests {
         assert_eq!(PluginQueues::new("e", "p", &[]).retry_queue(1), None);
     }
 }
+
+/// Whether an AMQP topic `pattern` (`*` one word, `#` zero or more) matches `key`, as the
+/// broker would route it.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(pattern: &[&str], key: &[&str]) -> bool {
+        match (pattern.split_first(), key.split_first()) {
+            (None, None) => true,
+            (Some((&"#", rest)), _) => go(rest, key) || (!key.is_empty() && go(pattern, &key[1..])),
+            (Some((&"*", rest)), Some((_, key_rest))) => go(rest, key_rest),
+            (Some((word, rest)), Some((k, key_rest))) => word == k && go(rest, key_rest),
+            _ => false,
+        }
+    }
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    let key: Vec<&str> = key.split('.').collect();
+    go(&pattern, &key)
+}
+
+#[cfg(test)]
+mod matching {
+    use super::topic_matches;
+
+    #[test]
+    fn topic_patterns_match_as_the_broker_routes() {
+        for (pattern, key, expected) in [
+            ("user.#", "user.created", true),
+            ("user.#", "user", true),
+            ("user.*", "user.role.changed", false),
+            ("user.*", "user.created", true),
+            ("#", "anything.at.all", true),
+            ("bid.placed", "bid.placed", true),
+            ("bid.placed", "bid.placed.x", false),
+            ("*.created", "user.created", true),
+            ("a.#.z", "a.b.c.z", true),
+            ("a.#.z", "a.z", true),
+            ("a.#.z", "a.b", false),
+        ] {
+            assert_eq!(topic_matches(pattern, key), expected, "{pattern} vs {key}");
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The commands: each a thin door onto the library, in its own file.
 
 mod args;
+mod backfill;
 mod dlq;
 mod migrate;
 mod outbox;

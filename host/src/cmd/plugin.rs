@@ -39,6 +39,19 @@ pub enum PluginCommand {
         #[arg(long)]
         keep_database: bool,
     },
+    /// Feed a plugin the events it missed: published outbox events it subscribes to
+    /// (kept for relay.retention) go to its queue; its inbox drops what it already had.
+    Backfill {
+        plugin: String,
+        #[command(flatten)]
+        config: super::args::ConfigArgs,
+        /// Events published at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Every published event still kept.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
@@ -70,6 +83,12 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             )
             .await
         }
+        PluginCommand::Backfill {
+            plugin,
+            config,
+            since,
+            all,
+        } => super::backfill::run(&config, &plugin, since.as_deref(), all).await,
     }
 }
 

@@ -3,8 +3,8 @@
 //! with `basic.get` and left unacknowledged, so closing the channel puts back whatever was
 //! only looked at; a replayed one is acked only after its copy was confirmed.
 
-use super::delivery::publish_confirmed;
 use super::headers;
+use crate::broker::publish_confirmed;
 use crate::broker::topology::PluginQueues;
 use crate::broker::{self, BrokerError};
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};

@@ -5,13 +5,14 @@
 
 use super::headers;
 use super::Target;
+use crate::broker::publish_confirmed;
 use crate::broker::topology::PluginQueues;
 use crate::event::Event;
 use crate::metrics::{Disposition, Metrics};
 use crate::outbox::health::Backoff;
 use crate::runtime::{Abort, Outcome};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -214,28 +215,4 @@ async fn nack(delivery: &Delivery) {
     if let Err(error) = delivery.acker.nack(requeue).await {
         tracing::debug!(%error, "nack failed; the message will be redelivered");
     }
-}
-
-/// Publishes to `queue` through the default exchange and waits for the broker's ack.
-pub async fn publish_confirmed(
-    channel: &Channel,
-    queue: &str,
-    body: &[u8],
-    properties: lapin::BasicProperties,
-) -> Result<(), String> {
-    let confirm = channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let confirmation = confirm.await.map_err(|e| e.to_string())?;
-    if confirmation.is_nack() {
-        return Err(format!("the broker refused the message for {queue}"));
-    }
-    Ok(())
 }

@@ -2,6 +2,7 @@
 //! ([`enqueue`]); the [`Relay`] publishes them to RabbitMQ and marks them; operators
 //! inspect and replay with [`status`] and [`replay`].
 
+mod backfill;
 mod batch;
 pub(crate) mod health;
 mod message;
@@ -10,6 +11,7 @@ mod producer;
 mod relay;
 mod store;
 
+pub use backfill::{backfill, BackfillError, BackfillReport};
 pub use batch::Confirmed;
 pub use message::CONTENT_TYPE;
 pub use producer::{enqueue, new_traceparent, NewEvent, ProducerError};

@@ -151,6 +151,17 @@ listen = "127.0.0.1:{auth_port}"
         world
     }
 
+    /// Drops a built plugin (file stem) into the running host's plugin directory; its
+    /// queues are removed with the world's.
+    pub fn add_plugin(&mut self, stem: &str) {
+        std::fs::copy(
+            plugin_path(stem),
+            self.plugin_dir().join(format!("{stem}.wasm")),
+        )
+        .expect("copy plugin");
+        self.plugins.push(stem.replace('_', "-"));
+    }
+
     pub fn plugin_dir(&self) -> PathBuf {
         self.dir.path().join("plugins")
     }
