@@ -151,6 +151,7 @@ fn subscriber(name: &str, subscriptions: &[&str], target: Arc<dyn Target>) -> Su
         name: name.into(),
         subscriptions: subscriptions.iter().map(|s| s.to_string()).collect(),
         target,
+        version: None,
     }
 }
 

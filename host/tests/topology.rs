@@ -180,3 +180,65 @@ async fn quorum_queues_can_be_chosen_and_a_type_change_is_refused_clearly() {
     assert!(message.to_uppercase().contains("PRECONDITION"), "{message}");
     world.stop(&[&queues]).await;
 }
+
+/// A rolling upgrade: hosts serving different versions of a plugin agree on its queue's
+/// bindings. The newest deployed version's subscriptions win; an older host restarting
+/// never removes them; deploying the old file anew (a rollback) makes it the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_with_different_versions_keep_the_newest_versions_bindings() {
+    use eventhost::consumer::bindings;
+    use eventhost::consumer::PluginVersion;
+    let world = World::start().await;
+    let scratch =
+        eventhost::fixtures::ScratchDatabase::create(&common::server_url(), "eventhost_bind")
+            .await
+            .expect("scratch database");
+    let pool = eventhost::database::connect(&scratch.url, 4).await.unwrap();
+    eventhost::database::migrate(&pool).await.unwrap();
+    let queues = PluginQueues::new(&world.prefix, "stats", &[Duration::from_millis(200)]);
+    let at = |secs: i64| chrono::DateTime::from_timestamp(1_790_000_000 + secs, 0).unwrap();
+    let old = |deployed_at| PluginVersion {
+        digest: "a".repeat(64),
+        deployed_at,
+    };
+    let new = PluginVersion {
+        digest: "b".repeat(64),
+        deployed_at: at(100),
+    };
+    let host = |subscriptions: &'static [&'static str], version: PluginVersion| {
+        let (world, pool, queues) = (&world, &pool, &queues);
+        async move {
+            bindings::apply(
+                &world.channel,
+                pool,
+                &world.exchange,
+                queues,
+                false,
+                &strings(subscriptions),
+                Some(&version),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let routed = || async {
+        for key in ["user.created", "bid.placed", "user.role.changed"] {
+            world.publish(&world.exchange, key, key.as_bytes()).await;
+        }
+        world.drain(&queues.main).await
+    };
+    host(&["user.created", "bid.placed"], old(at(0))).await;
+    assert_eq!(routed().await, ["user.created", "bid.placed"]);
+    // The new version drops bids and adds role changes.
+    host(&["user.created", "user.role.changed"], new.clone()).await;
+    assert_eq!(routed().await, ["user.created", "user.role.changed"]);
+    // An old host restarts: it changes nothing.
+    host(&["user.created", "bid.placed"], old(at(0))).await;
+    assert_eq!(routed().await, ["user.created", "user.role.changed"]);
+    // The old file deployed again, later than the new one: a rollback wins.
+    host(&["user.created", "bid.placed"], old(at(200))).await;
+    assert_eq!(routed().await, ["user.created", "bid.placed"]);
+    pool.close().await;
+    let _ = scratch.drop_now().await;
+    world.stop(&[&queues]).await;
+}

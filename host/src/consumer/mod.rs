@@ -3,7 +3,7 @@
 //! the set of plugins (hot loading adds, rebinds and stops consumers) and reconnects
 //! with backoff when RabbitMQ goes away.
 
-mod bindings;
+pub mod bindings;
 mod crashes;
 pub mod dead_letters;
 mod delivery;
@@ -49,6 +49,16 @@ pub struct Subscriber {
     pub name: String,
     pub subscriptions: Vec<String>,
     pub target: Arc<dyn Target>,
+    /// Which version this host serves, so hosts agree on bindings ([`bindings`]); `None`
+    /// reconciles the bindings to `subscriptions` unconditionally.
+    pub version: Option<PluginVersion>,
+}
+
+/// A plugin version as deployed: the component's SHA-256 and its file's time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginVersion {
+    pub digest: String,
+    pub deployed_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The plugins whose consumers are running (queue declared and bound, deliveries

@@ -80,6 +80,7 @@ pub async fn consume(
         &queues,
         config.quorum_queues,
         &subscriber.subscriptions,
+        subscriber.version.as_ref(),
     )
     .await?;
     super::crashes::purge_stale(&settings.pool, &subscriber.name).await;

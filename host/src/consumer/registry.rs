@@ -33,6 +33,9 @@ pub struct SlotStatus {
     /// `serving`, or `serving-previous` when the newest file was refused.
     pub state: &'static str,
     pub loaded_at: DateTime<Utc>,
+    /// The file's modification time: when this version was deployed, as far as the host
+    /// can tell (the newest deployed version's subscriptions win across hosts).
+    pub deployed_at: DateTime<Utc>,
     /// Why the newest file was refused, if it was.
     pub last_error: Option<String>,
 }
@@ -78,6 +81,10 @@ fn status_of(plugin: &Plugin, file: &Path) -> SlotStatus {
         read_hook: plugin.has_reader(),
         state: "serving",
         loaded_at: Utc::now(),
+        deployed_at: std::fs::metadata(file)
+            .and_then(|m| m.modified())
+            .map(DateTime::<Utc>::from)
+            .unwrap_or_else(|_| Utc::now()),
         last_error: None,
     }
 }
@@ -182,10 +189,17 @@ impl Registry {
         let subscribers = self
             .read()
             .iter()
-            .map(|(name, slot)| Subscriber {
-                name: name.to_string(),
-                subscriptions: slot.current().subscriptions().to_vec(),
-                target: slot.clone(),
+            .map(|(name, slot)| {
+                let current = slot.current();
+                Subscriber {
+                    name: name.to_string(),
+                    subscriptions: current.subscriptions().to_vec(),
+                    target: slot.clone(),
+                    version: Some(super::PluginVersion {
+                        digest: current.digest().to_string(),
+                        deployed_at: slot.status().deployed_at,
+                    }),
+                }
             })
             .collect();
         self.subscribers.send_replace(Arc::new(subscribers));
