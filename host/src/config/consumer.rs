@@ -30,6 +30,10 @@ pub struct ConsumerConfig {
     pub prefetch: u16,
     /// Attempts (the first one included) before a failing event is dead-lettered.
     pub max_attempts: u32,
+    /// How a failed delivery is retried: `in-place` (it waits in its aggregate's lane,
+    /// unacknowledged, so the aggregate's later events stay behind it) or `queue` (through
+    /// the delay queues; the aggregate's later events overtake it).
+    pub retry: RetryMode,
     /// Delays before the 1st, 2nd, ... retry; the last one repeats.
     #[serde(deserialize_with = "durations")]
     pub retry_delays: Vec<Duration>,
@@ -57,6 +61,7 @@ impl Default for ConsumerConfig {
             concurrency: 8,
             prefetch: 64,
             max_attempts: 5,
+            retry: RetryMode::InPlace,
             retry_delays: [1, 5, 30, 120].map(Duration::from_secs).to_vec(),
             shutdown_timeout: Duration::from_secs(30),
             load_timeout: Duration::from_secs(60),
@@ -106,6 +111,13 @@ impl ConsumerConfig {
         }
         Ok(())
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryMode {
+    InPlace,
+    Queue,
 }
 
 /// The host's own HTTP API: plugin reads, health, metrics, admin.

@@ -4,6 +4,7 @@
 //! confirmed by the broker; anything else leaves it there to be delivered again.
 
 use super::headers;
+use super::lanes::Gate;
 use super::Target;
 use crate::broker::publish_confirmed;
 use crate::broker::topology::PluginQueues;
@@ -31,6 +32,10 @@ pub struct Context {
     pub metrics: Metrics,
     pub pool: PgPool,
     pub shutdown: CancellationToken,
+    /// Retries in place (`consumer.retry = "in-place"`): the delays, and the gate that lets
+    /// a waiting delivery give its slot to other aggregates. `None`: through the retry
+    /// queues.
+    pub retry: Option<(Vec<Duration>, Gate)>,
 }
 
 /// Where a delivery goes once the plugin is done with it.
@@ -109,6 +114,7 @@ async fn redelivered(ctx: &Context, event: &Event, failed_before: u32) -> Verdic
 
 async fn run(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    let mut failed_before = failed_before;
     loop {
         // Tests make the process die mid-delivery here (`FAILPOINTS=consumer-dispatch=return`).
         fail::fail_point!("consumer-dispatch", |_| std::process::abort());
@@ -155,6 +161,19 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
                     Verdict::Dead {
                         attempts,
                         error: format!("{error} (attempt {attempts} of {})", ctx.max_attempts),
+                    }
+                } else if let Some((delays, gate)) = &ctx.retry {
+                    // In place: the delivery stays unacknowledged in its lane, so the
+                    // aggregate's later events wait behind it; other aggregates go on.
+                    let delay = delays[(attempts as usize - 1).min(delays.len() - 1)];
+                    ctx.metrics.record(&ctx.plugin, Disposition::Retried, None);
+                    tracing::info!(%error, attempts, retry_in = ?delay, "delivery failed; retrying in place");
+                    tokio::select! {
+                        _ = gate.outside(tokio::time::sleep(delay)) => {
+                            failed_before = attempts;
+                            continue;
+                        }
+                        _ = ctx.shutdown.cancelled() => Verdict::Requeue,
                     }
                 } else {
                     Verdict::Retry { attempts, error }

@@ -38,7 +38,40 @@ async fn guarded(job: Job, panicked: &CancellationToken) {
     }
 }
 
+/// Lets a running job wait (for a retry's delay) without holding one of the lanes'
+/// slots, so other keys keep flowing while its own key stays blocked behind it.
+#[derive(Clone)]
+pub struct Gate(Arc<Semaphore>);
+
+impl Gate {
+    /// Runs `wait` with the caller's slot lent back to the lanes; takes a slot again after.
+    pub async fn outside<F: Future>(&self, wait: F) -> F::Output {
+        struct Lent<'a>(&'a Semaphore, bool);
+        impl Drop for Lent<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    // Dropped mid-wait (shutting down): take the lent slot back off.
+                    self.0.forget_permits(1);
+                }
+            }
+        }
+        self.0.add_permits(1);
+        let mut lent = Lent(&self.0, false);
+        let out = wait.await;
+        if let Ok(slot) = self.0.acquire().await {
+            slot.forget();
+        }
+        lent.1 = true;
+        out
+    }
+}
+
 impl Lanes {
+    /// A gate onto these lanes' slots, for the jobs.
+    pub fn gate(&self) -> Gate {
+        Gate(self.permits.clone())
+    }
+
     pub fn new(concurrency: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(concurrency)),
@@ -116,6 +149,27 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_job_waiting_outside_the_gate_lets_other_keys_run_but_not_its_own() {
+        let mut lanes = Lanes::new(1);
+        let gate = lanes.gate();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (first, second, other) = (log.clone(), log.clone(), log.clone());
+        lanes.submit(Some("a".into()), async move {
+            gate.outside(tokio::time::sleep(Duration::from_millis(100)))
+                .await;
+            first.lock().unwrap().push("a1");
+        });
+        lanes.submit(Some("a".into()), async move {
+            second.lock().unwrap().push("a2");
+        });
+        lanes.submit(Some("b".into()), async move {
+            other.lock().unwrap().push("b");
+        });
+        lanes.drain().await;
+        assert_eq!(*log.lock().unwrap(), ["b", "a1", "a2"]);
+    }
 
     #[tokio::test]
     async fn after_a_panic_no_further_job_starts() {

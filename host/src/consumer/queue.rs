@@ -8,6 +8,7 @@ use super::lanes::Lanes;
 use super::{bindings, Settings, Subscriber};
 use crate::broker::topology::PluginQueues;
 use crate::broker::{self, BrokerError};
+use crate::config::RetryMode;
 use futures_lite::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -100,6 +101,7 @@ pub async fn consume(
     tracing::info!(plugin = %subscriber.name, queue = %queues.main, subscriptions = ?subscriber.subscriptions, "consuming");
     let consuming = ConsumingGuard::on(&settings.consuming, &subscriber.name);
 
+    let mut lanes = Lanes::new(usize::from(config.concurrency));
     let context = Arc::new(Context {
         plugin: subscriber.name.clone(),
         target: subscriber.target.clone(),
@@ -110,8 +112,11 @@ pub async fn consume(
         metrics: settings.metrics.clone(),
         pool: settings.pool.clone(),
         shutdown: shutdown.clone(),
+        retry: match config.retry {
+            RetryMode::InPlace => Some((config.retry_delays.clone(), lanes.gate())),
+            RetryMode::Queue => None,
+        },
     });
-    let mut lanes = Lanes::new(usize::from(config.concurrency));
     let panicked = lanes.panicked();
     let ended = loop {
         let next = tokio::select! {

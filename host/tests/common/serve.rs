@@ -109,8 +109,8 @@ backoff_max = "1s"
 plugin_dir = "{plugins}"
 queue_prefix = "e2e.{tag}"
 reload_interval = "200ms"
-max_attempts = 3
-retry_delays = ["200ms", "400ms"]
+{attempts}
+{delays}
 {consumer_extra}
 [http]
 listen = "127.0.0.1:{api_port}"
@@ -122,6 +122,17 @@ listen = "127.0.0.1:{auth_port}"
             amqp = amqp_url(),
             plugins = plugin_dir.display(),
             consumer_extra = extra.consumer,
+            // A test's own values replace these.
+            attempts = if extra.consumer.contains("max_attempts") {
+                ""
+            } else {
+                "max_attempts = 3"
+            },
+            delays = if extra.consumer.contains("retry_delays") {
+                ""
+            } else {
+                r#"retry_delays = ["200ms", "400ms"]"#
+            },
             http_extra = extra.http,
         );
         std::fs::write(&config, toml).expect("write config");

@@ -128,6 +128,23 @@ impl exports::eventhost::plugin::handler::Guest for Probe {
                 note(&event.id)
             }
             "probe.retry" => Err(HandlerError::Retryable("asked to retry".into())),
+            // Retryable until `data.key` is in `allowed_keys`: a transient failure the test
+            // ends when it chooses (then it writes its note).
+            "probe.wait-key" => {
+                let key = data(&event)?["key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let found = query(
+                    "SELECT 1 FROM allowed_keys WHERE key = $1",
+                    &[Value::Text(key.clone())],
+                )
+                .map_err(|e| HandlerError::Retryable(e.message))?;
+                if found.rows.is_empty() {
+                    return Err(HandlerError::Retryable(format!("waiting for key {key:?}")));
+                }
+                note(&event.id)
+            }
             "probe.permanent" => Err(HandlerError::Permanent("asked to fail".into())),
             "probe.loop" => {
                 let mut n: u64 = 0;
