@@ -144,6 +144,9 @@ impl Limits {
                 return Err(format!("limits.{field} must be at least 1"));
             }
         }
+        if self.db_hosts > 1000 || self.role_connection_limit() > 100_000 {
+            return Err("limits.db_hosts must be at most 1000, and (db_connections + db_read_connections + 1) × db_hosts at most 100000".into());
+        }
         if self.db_work_mem_kib < 64 {
             return Err("limits.db_work_mem_kib must be at least 64 (PostgreSQL's minimum)".into());
         }

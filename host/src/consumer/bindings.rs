@@ -60,11 +60,12 @@ pub async fn apply(
     )
     .bind(&queues.main)
     .bind(exchange)
-    .fetch_all(pool)
+    .fetch_all(&mut *turn)
     .await
     .map_err(database)?;
     topology::declare_plugin(channel, exchange, queues, quorum, subscriptions, &stale).await?;
-    let mut tx = pool.begin().await.map_err(database)?;
+    // Everything on the one connection that holds the lock: a second one per plugin,
+    // with every plugin starting at once, could exhaust the pool.
     sqlx::query(
         "DELETE FROM eventhost_queue_bindings
          WHERE queue = $1 AND exchange = $2 AND NOT (pattern = ANY($3))",
@@ -72,7 +73,7 @@ pub async fn apply(
     .bind(&queues.main)
     .bind(exchange)
     .bind(subscriptions)
-    .execute(&mut *tx)
+    .execute(&mut *turn)
     .await
     .map_err(database)?;
     sqlx::query(
@@ -82,10 +83,9 @@ pub async fn apply(
     .bind(&queues.main)
     .bind(exchange)
     .bind(subscriptions)
-    .execute(&mut *tx)
+    .execute(&mut *turn)
     .await
     .map_err(database)?;
-    tx.commit().await.map_err(database)?;
     turn.commit().await.map_err(database)
 }
 

@@ -17,7 +17,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
 use sqlx::PgPool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -65,7 +65,24 @@ pub fn parse(delivery: &Delivery) -> (Option<String>, Result<Event, String>) {
     }
 }
 
-pub async fn handle(ctx: Arc<Context>, delivery: Delivery, event: Result<Event, String>) {
+/// How long a delivery may stay unacknowledged through in-place retries (counted from
+/// its arrival, so the events waiting behind it count too) before its next retry goes
+/// through the delay queues instead: well inside RabbitMQ's `consumer_timeout` (30 min
+/// by default), past which the broker would close the channel.
+const IN_PLACE_LIMIT: Duration = Duration::from_secs(10 * 60);
+
+pub async fn handle(
+    ctx: Arc<Context>,
+    delivery: Delivery,
+    event: Result<Event, String>,
+    received: Instant,
+) {
+    if ctx.shutdown.is_cancelled() {
+        // Stopping: a delivery that has not started goes back to the queue unrun, so an
+        // aggregate's later events never run ahead of one put back (a waiting retry).
+        nack(&delivery).await;
+        return;
+    }
     let failed_before = headers::attempts(&delivery.properties);
     let (verdict, span) = match event {
         Err(reason) => {
@@ -82,7 +99,7 @@ pub async fn handle(ctx: Arc<Context>, delivery: Delivery, event: Result<Event, 
         Ok(event) => {
             let span = tracing::info_span!("deliver", plugin = %ctx.plugin, event_id = %event.id, routing_key = %event.event_type);
             if delivery.redelivered {
-                let verdict = redelivered(&ctx, &event, failed_before)
+                let verdict = redelivered(&ctx, &event, failed_before, received)
                     .instrument(span.clone())
                     .await;
                 settle(&ctx, delivery, verdict).instrument(span).await;
@@ -90,7 +107,7 @@ pub async fn handle(ctx: Arc<Context>, delivery: Delivery, event: Result<Event, 
                 super::crashes::settled(&ctx.pool, &ctx.plugin, &event.id).await;
                 return;
             }
-            let verdict = run(&ctx, &event, failed_before)
+            let verdict = run(&ctx, &event, failed_before, received)
                 .instrument(span.clone())
                 .await;
             (verdict, span)
@@ -101,10 +118,15 @@ pub async fn handle(ctx: Arc<Context>, delivery: Delivery, event: Result<Event, 
 
 /// A message the broker gave out before without it being settled: unless the host
 /// stopped while handling it `max_crashes` times, it is handled as usual.
-async fn redelivered(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
+async fn redelivered(
+    ctx: &Context,
+    event: &Event,
+    failed_before: u32,
+    received: Instant,
+) -> Verdict {
     use super::crashes;
     match crashes::before(&ctx.pool, &ctx.plugin, &event.id, ctx.max_crashes).await {
-        crashes::Verdict::Handle => run(ctx, event, failed_before).await,
+        crashes::Verdict::Handle => run(ctx, event, failed_before, received).await,
         crashes::Verdict::GiveUp(times) => Verdict::Dead {
             attempts: failed_before.saturating_add(1),
             error: format!("host stopped while handling it {times} times"),
@@ -112,7 +134,7 @@ async fn redelivered(ctx: &Context, event: &Event, failed_before: u32) -> Verdic
     }
 }
 
-async fn run(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
+async fn run(ctx: &Context, event: &Event, failed_before: u32, received: Instant) -> Verdict {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     let mut failed_before = failed_before;
     loop {
@@ -162,10 +184,12 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
                         attempts,
                         error: format!("{error} (attempt {attempts} of {})", ctx.max_attempts),
                     }
-                } else if let Some((delays, gate)) = &ctx.retry {
+                } else if let Some((delays, gate)) = ctx.retry.as_ref().filter(|(delays, _)| {
+                    received.elapsed() + delay_for(delays, attempts) <= IN_PLACE_LIMIT
+                }) {
                     // In place: the delivery stays unacknowledged in its lane, so the
                     // aggregate's later events wait behind it; other aggregates go on.
-                    let delay = delays[(attempts as usize - 1).min(delays.len() - 1)];
+                    let delay = delay_for(delays, attempts);
                     ctx.metrics.record(&ctx.plugin, Disposition::Retried, None);
                     tracing::info!(%error, attempts, retry_in = ?delay, "delivery failed; retrying in place");
                     tokio::select! {
@@ -181,6 +205,15 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32) -> Verdict {
             }
         };
     }
+}
+
+/// The delay before the retry after the `attempts`-th failure (the last one repeats).
+fn delay_for(delays: &[Duration], attempts: u32) -> Duration {
+    let last = delays.len().saturating_sub(1);
+    delays
+        .get((attempts.max(1) as usize - 1).min(last))
+        .copied()
+        .unwrap_or(Duration::from_secs(1))
 }
 
 async fn settle(ctx: &Context, delivery: Delivery, verdict: Verdict) {

@@ -46,17 +46,23 @@ pub struct Gate(Arc<Semaphore>);
 impl Gate {
     /// Runs `wait` with the caller's slot lent back to the lanes; takes a slot again after.
     pub async fn outside<F: Future>(&self, wait: F) -> F::Output {
-        struct Lent<'a>(&'a Semaphore, bool);
+        struct Lent<'a>(&'a Semaphore, bool, Arc<Semaphore>);
         impl Drop for Lent<'_> {
             fn drop(&mut self) {
-                if !self.1 {
-                    // Dropped mid-wait (shutting down): take the lent slot back off.
-                    self.0.forget_permits(1);
+                if !self.1 && self.0.forget_permits(1) == 0 {
+                    // Dropped mid-wait with every slot taken: take the lent one back as
+                    // soon as one is free, so the lanes never run more than their bound.
+                    let slots = self.2.clone();
+                    tokio::spawn(async move {
+                        if let Ok(slot) = slots.acquire_owned().await {
+                            slot.forget();
+                        }
+                    });
                 }
             }
         }
         self.0.add_permits(1);
-        let mut lent = Lent(&self.0, false);
+        let mut lent = Lent(&self.0, false, self.0.clone());
         let out = wait.await;
         if let Ok(slot) = self.0.acquire().await {
             slot.forget();

@@ -128,7 +128,11 @@ pub async fn consume(
         match next {
             Some(Ok(delivery)) => {
                 let (key, event) = delivery::parse(&delivery);
-                lanes.submit(key, delivery::handle(context.clone(), delivery, event));
+                let received = std::time::Instant::now();
+                lanes.submit(
+                    key,
+                    delivery::handle(context.clone(), delivery, event, received),
+                );
             }
             Some(Err(e)) => break Err(e.to_string()),
             None => break Err("consumer cancelled by the broker".to_string()),

@@ -50,20 +50,23 @@ pub async fn backfill(
     let mut report = BackfillReport::default();
     let since = since.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
     let mut cursor: (DateTime<Utc>, i64) = (since, i64::MIN);
+    // What was published by now: events published while the backfill runs reach the
+    // plugin through its queue's bindings anyway.
+    let until: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
     loop {
         let rows: Vec<(DateTime<Utc>, ClaimedRow)> = sqlx::query_as::<_, Published>(
             "SELECT published_at, seq, event_id, aggregate_type, aggregate_id, event_type, source,
                     payload, schema_version, occurred_at, headers,
                     NULL::bigint AS previous_seq, NULL::timestamptz AS previous_retry_at
              FROM outbox_events
-             WHERE status = 'published' AND published_at >= $1
-               AND (published_at, seq) > ($2, $3)
-             ORDER BY published_at, seq LIMIT $4",
+             WHERE status = 'published' AND published_at >= $1 AND published_at <= $4
+               AND (published_at, seq) > ($1, $2)
+             ORDER BY published_at, seq LIMIT $3",
         )
-        .bind(since)
         .bind(cursor.0)
         .bind(cursor.1)
         .bind(BATCH)
+        .bind(until)
         .fetch_all(pool)
         .await?
         .into_iter()

@@ -277,7 +277,8 @@ impl Plugin {
         let ended = tokio::time::timeout(wall, attempt).await;
         // Whatever the plugin made of it, an invocation that found no connection was
         // short of room, and its rollback above left nothing behind.
-        if let Some(reason) = store.data().db.unavailable() {
+        let db = &store.data().db;
+        if let Some(reason) = db.unavailable().filter(|_| db.violation().is_none()) {
             let reason = reason.to_string();
             store.data_mut().db.abandon();
             return Err(Outcome::Aborted(Abort::Capacity(reason)));

@@ -373,10 +373,13 @@ fn limit_error(message: String) -> DbError {
 
 /// The pool stayed full, or the server refused the login for want of room (the role's
 /// `CONNECTION LIMIT`, or the server's): capacity, not a fault of the event or plugin.
+/// (sqlx also reports a pool timeout while PostgreSQL refuses connections; the delivery
+/// then waits for it, as it does for a database that is down.)
 fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::PoolTimedOut => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("53")),
+        // too_many_connections (the role's limit or the server's); not disk full and such.
+        sqlx::Error::Database(db) => db.code().as_deref() == Some("53300"),
         _ => false,
     }
 }
