@@ -95,6 +95,21 @@ fn dirty() -> Result<(), HandlerError> {
     Ok(())
 }
 
+/// Whether the event's `data.key` is in `allowed_keys` (`Err(key)` when it is not).
+fn allowed_key(event: &Event) -> Result<Result<(), String>, HandlerError> {
+    let key = data(event)?["key"].as_str().unwrap_or_default().to_string();
+    let found = query(
+        "SELECT 1 FROM allowed_keys WHERE key = $1",
+        &[Value::Text(key.clone())],
+    )
+    .map_err(|e| HandlerError::Retryable(e.message))?;
+    Ok(if found.rows.is_empty() {
+        Err(key)
+    } else {
+        Ok(())
+    })
+}
+
 impl exports::eventhost::plugin::handler::Guest for Probe {
     fn subscriptions() -> Vec<String> {
         // Loaded as `many-subs`: a flood of bindings.
@@ -110,41 +125,19 @@ impl exports::eventhost::plugin::handler::Guest for Probe {
             "probe.insert" => note(&event.id),
             // Permanent failure until `data.key` is in `allowed_keys`: a rejection that an
             // operator can fix (insert the key), then replay the dead letter.
-            "probe.gated" => {
-                let key = data(&event)?["key"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let found = query(
-                    "SELECT 1 FROM allowed_keys WHERE key = $1",
-                    &[Value::Text(key.clone())],
-                )
-                .map_err(|e| HandlerError::Retryable(e.message))?;
-                if found.rows.is_empty() {
-                    return Err(HandlerError::Permanent(format!(
-                        "key {key:?} is not in allowed_keys"
-                    )));
-                }
-                note(&event.id)
-            }
+            "probe.gated" => match allowed_key(&event)? {
+                Ok(()) => note(&event.id),
+                Err(key) => Err(HandlerError::Permanent(format!(
+                    "key {key:?} is not in allowed_keys"
+                ))),
+            },
             "probe.retry" => Err(HandlerError::Retryable("asked to retry".into())),
             // Retryable until `data.key` is in `allowed_keys`: a transient failure the test
             // ends when it chooses (then it writes its note).
-            "probe.wait-key" => {
-                let key = data(&event)?["key"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let found = query(
-                    "SELECT 1 FROM allowed_keys WHERE key = $1",
-                    &[Value::Text(key.clone())],
-                )
-                .map_err(|e| HandlerError::Retryable(e.message))?;
-                if found.rows.is_empty() {
-                    return Err(HandlerError::Retryable(format!("waiting for key {key:?}")));
-                }
-                note(&event.id)
-            }
+            "probe.wait-key" => match allowed_key(&event)? {
+                Ok(()) => note(&event.id),
+                Err(key) => Err(HandlerError::Retryable(format!("waiting for key {key:?}"))),
+            },
             "probe.permanent" => Err(HandlerError::Permanent("asked to fail".into())),
             "probe.loop" => {
                 let mut n: u64 = 0;
