@@ -3,7 +3,7 @@
 //! and shut down in one place. `eventhost serve`, `eventhost relay` and the tests all
 //! start exactly this.
 
-pub use crate::supervisor::{Supervisor, TaskHealth};
+use crate::supervisor::Supervisor;
 
 use crate::config::Config;
 use crate::consumer::{self, Consumer, Consuming, Registry, Watcher};
@@ -14,7 +14,6 @@ use crate::outbox::Relay;
 use crate::runtime::{Runtime, RuntimeError, RuntimeSettings};
 use crate::{auth_service, fixtures};
 use sqlx::PgPool;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,11 +42,6 @@ pub struct App {
     supervisor: Supervisor,
     shutdown: CancellationToken,
     shutdown_timeout: Duration,
-    /// Where the HTTP API and the auth service listen (useful when configured with port 0).
-    pub api_addr: Option<SocketAddr>,
-    pub auth_addr: Option<SocketAddr>,
-    pub pool: PgPool,
-    pub metrics: Metrics,
 }
 
 /// Connections of the plugins' admin pool: one per parallel load, and as many again
@@ -99,6 +93,8 @@ impl App {
             ),
             false => None,
         };
+        let consuming = Arc::new(Consuming::default());
+        let connected = Arc::new(AtomicBool::new(false));
         if config.consumer.enabled {
             // The plugins' own pool for provisioning, migrations, role repair and auth
             // lookups: loads holding sessions cannot take the relay's or the API's.
@@ -111,10 +107,6 @@ impl App {
                 &mut supervisor,
                 &shutdown,
             )?;
-        }
-        let consuming = Arc::new(Consuming::default());
-        let connected = Arc::new(AtomicBool::new(false));
-        if config.consumer.enabled {
             let settings = consumer::Settings {
                 broker: config.broker.clone(),
                 config: config.consumer.clone(),
@@ -167,7 +159,6 @@ impl App {
             });
             tracing::info!(exchange = %config.broker.exchange, broker = %crate::config::redact::url(&config.broker.url), "relay started");
         }
-        let api_addr = api.as_ref().map(|l| l.addr);
         if let Some(listener) = api {
             let state = http::ApiState {
                 registry: plugins.registry.clone(),
@@ -186,7 +177,6 @@ impl App {
             let app = http::router(state, &config.http);
             spawn_http(&mut supervisor, "http", listener, app, &config, &shutdown);
         }
-        let auth_addr = auth.as_ref().map(|l| l.addr);
         if let Some(listener) = auth {
             let app = auth_service::router(pool.clone(), config.auth_service.source.clone());
             let app = http::with_limits(app, &config.http);
@@ -206,15 +196,7 @@ impl App {
             supervisor,
             shutdown,
             shutdown_timeout: config.consumer.shutdown_timeout + config.http.drain_timeout,
-            api_addr,
-            auth_addr,
-            pool,
-            metrics,
         })
-    }
-
-    pub fn health(&self) -> Arc<TaskHealth> {
-        self.supervisor.health()
     }
 
     /// Waits for the shutdown token, then for every part to stop, for at most the

@@ -25,6 +25,11 @@ pub struct PluginQueues {
 }
 
 impl PluginQueues {
+    /// The queues of `plugin` under the consumer settings (prefix and retry delays).
+    pub fn of(consumer: &crate::config::ConsumerConfig, plugin: &str) -> Self {
+        Self::new(&consumer.queue_prefix, plugin, &consumer.retry_delays)
+    }
+
     pub fn new(prefix: &str, plugin: &str, retry_delays: &[Duration]) -> Self {
         let main = format!("{prefix}.{plugin}");
         let retries = retry_delays
@@ -151,20 +156,26 @@ mod tests {
 }
 
 /// Whether an AMQP topic `pattern` (`*` one word, `#` zero or more) matches `key`, as the
-/// broker would route it.
+/// broker would route it. Patterns come from plugins: this is a table over (pattern word,
+/// key word), so no pattern can make it backtrack.
 pub fn topic_matches(pattern: &str, key: &str) -> bool {
-    fn go(pattern: &[&str], key: &[&str]) -> bool {
-        match (pattern.split_first(), key.split_first()) {
-            (None, None) => true,
-            (Some((&"#", rest)), _) => go(rest, key) || (!key.is_empty() && go(pattern, &key[1..])),
-            (Some((&"*", rest)), Some((_, key_rest))) => go(rest, key_rest),
-            (Some((word, rest)), Some((k, key_rest))) => word == k && go(rest, key_rest),
-            _ => false,
-        }
-    }
     let pattern: Vec<&str> = pattern.split('.').collect();
     let key: Vec<&str> = key.split('.').collect();
-    go(&pattern, &key)
+    // matched[j]: the pattern words so far match the first j key words.
+    let mut matched = vec![false; key.len() + 1];
+    matched[0] = true;
+    for word in &pattern {
+        let mut next = vec![false; key.len() + 1];
+        for j in 0..=key.len() {
+            next[j] = match *word {
+                "#" => matched[j] || (j > 0 && next[j - 1]),
+                "*" => j > 0 && matched[j - 1],
+                w => j > 0 && matched[j - 1] && key[j - 1] == w,
+            };
+        }
+        matched = next;
+    }
+    matched[key.len()]
 }
 
 #[cfg(test)]
@@ -185,8 +196,13 @@ mod matching {
             ("a.#.z", "a.b.c.z", true),
             ("a.#.z", "a.z", true),
             ("a.#.z", "a.b", false),
+            ("user.*.#", "user", false),
         ] {
             assert_eq!(topic_matches(pattern, key), expected, "{pattern} vs {key}");
         }
+        // A plugin's worst pattern against a long key answers at once.
+        let pattern = vec!["#"; 120].join(".") + ".x";
+        let key = vec!["a"; 120].join(".");
+        assert!(!topic_matches(&pattern, &key));
     }
 }

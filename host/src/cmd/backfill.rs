@@ -25,11 +25,7 @@ pub async fn run(
     };
     let config = config.load()?;
     let name = PluginName::parse(plugin).map_err(anyhow::Error::msg)?;
-    let queues = PluginQueues::new(
-        &config.consumer.queue_prefix,
-        name.as_str(),
-        &config.consumer.retry_delays,
-    );
+    let queues = PluginQueues::of(&config.consumer, name.as_str());
     let pool = database::connect(&config.database_url, 2).await?;
     // The subscriptions the plugin's queue was last bound with, by whichever host.
     let patterns: Vec<String> = sqlx::query_scalar(

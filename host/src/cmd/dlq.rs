@@ -54,11 +54,7 @@ async fn open(
 ) -> Result<(lapin::Connection, PluginName, PluginQueues)> {
     let config = args.load()?;
     let name = PluginName::parse(plugin).map_err(anyhow::Error::msg)?;
-    let queues = PluginQueues::new(
-        &config.consumer.queue_prefix,
-        name.as_str(),
-        &config.consumer.retry_delays,
-    );
+    let queues = PluginQueues::of(&config.consumer, name.as_str());
     let connection = broker::connect(&config.broker, "eventhost dlq")
         .await
         .context("connecting to RabbitMQ")?;

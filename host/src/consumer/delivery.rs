@@ -84,36 +84,35 @@ pub async fn handle(
         return;
     }
     let failed_before = headers::attempts(&delivery.properties);
-    let (verdict, span) = match event {
+    let again = delivery.redelivered;
+    let (verdict, span, noted) = match event {
         Err(reason) => {
             let span = tracing::warn_span!("deliver", plugin = %ctx.plugin, routing_key = %delivery.routing_key);
             span.in_scope(|| tracing::warn!(%reason, "dead-lettering an unreadable message"));
-            (
-                Verdict::Dead {
-                    attempts: failed_before.saturating_add(1),
-                    error: reason,
-                },
-                span,
-            )
+            let dead = Verdict::Dead {
+                attempts: failed_before.saturating_add(1),
+                error: reason,
+            };
+            (dead, span, None)
         }
         Ok(event) => {
             let span = tracing::info_span!("deliver", plugin = %ctx.plugin, event_id = %event.id, routing_key = %event.event_type);
-            if delivery.redelivered {
-                let verdict = redelivered(&ctx, &event, failed_before, received)
-                    .instrument(span.clone())
-                    .await;
-                settle(&ctx, delivery, verdict).instrument(span).await;
-                // Settled or put back on purpose: either way the host did not die on it.
-                super::crashes::settled(&ctx.pool, &ctx.plugin, &event.id).await;
-                return;
+            let verdict = async {
+                match again {
+                    true => redelivered(&ctx, &event, failed_before, received).await,
+                    false => run(&ctx, &event, failed_before, received).await,
+                }
             }
-            let verdict = run(&ctx, &event, failed_before, received)
-                .instrument(span.clone())
-                .await;
-            (verdict, span)
+            .instrument(span.clone())
+            .await;
+            (verdict, span, again.then_some(event.id))
         }
     };
     settle(&ctx, delivery, verdict).instrument(span).await;
+    if let Some(id) = noted {
+        // Settled or put back on purpose: either way the host did not die on it.
+        super::crashes::settled(&ctx.pool, &ctx.plugin, &id).await;
+    }
 }
 
 /// A message the broker gave out before without it being settled: unless the host

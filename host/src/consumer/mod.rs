@@ -134,12 +134,8 @@ impl Consumer {
         }
     }
 
-    /// True while connected to RabbitMQ (for `/readyz`).
-    pub fn connected(&self) -> Arc<AtomicBool> {
-        self.connected.clone()
-    }
-
-    /// Reports its connection state into `flag` (one flag across restarts of the consumer).
+    /// Reports its connection state into `flag`, true while connected to RabbitMQ (for
+    /// `/readyz`; one flag across restarts of the consumer).
     pub fn reporting_to(mut self, flag: Arc<AtomicBool>) -> Self {
         self.connected = flag;
         self

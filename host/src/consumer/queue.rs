@@ -65,7 +65,7 @@ pub async fn consume(
     shutdown: CancellationToken,
 ) -> Result<(), ConsumeError> {
     let config = &settings.config;
-    let queues = PluginQueues::new(&config.queue_prefix, &subscriber.name, &config.retry_delays);
+    let queues = PluginQueues::of(config, &subscriber.name);
     let channel = broker::confirm_channel(connection).await?;
     channel
         .basic_qos(config.prefetch, BasicQosOptions::default())
