@@ -50,3 +50,10 @@ else
   amqp_ready || { say "RabbitMQ did not come up on 127.0.0.1:5672"; exit 1; }
   say "RabbitMQ started"
 fi
+
+# The plugins' entries are consistent-hash exchanges (per-aggregate partitions). The plugin
+# ships with RabbitMQ; enabling it is idempotent and takes effect without a restart.
+if ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_consistent_hash_exchange; then
+  say "enabling rabbitmq_consistent_hash_exchange"
+  rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null
+fi

@@ -160,7 +160,8 @@ struct Pipeline {
     metrics: Metrics,
     stop: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
-    exchange: String,
+    /// The events exchange and the plugins' entries.
+    exchanges: Vec<String>,
     queues: Vec<String>,
 }
 
@@ -203,23 +204,19 @@ impl Bench {
         let relay = Relay::new(self.pool.clone(), broker, RelayConfig::default());
         let token = stop.clone();
         tasks.spawn(async move { relay.run(token).await });
-        let mut queues = Vec::new();
+        let (mut queues, mut exchanges) = (Vec::new(), vec![exchange]);
         for name in &names {
-            let main = format!("{}.{name}", config.queue_prefix);
-            queues.push(format!("{main}.dead"));
-            queues.extend(
-                config
-                    .retry_delays
-                    .iter()
-                    .map(|d| format!("{main}.retry.{}ms", d.as_millis())),
-            );
-            queues.push(main);
+            let plugin = eventhost::broker::topology::PluginQueues::of(&config, name);
+            queues.extend(plugin.partitions);
+            queues.extend(plugin.retries.into_iter().map(|(_, queue)| queue));
+            queues.push(plugin.dead);
+            exchanges.push(plugin.entry);
         }
         Ok(Pipeline {
             metrics,
             stop,
             tasks,
-            exchange,
+            exchanges,
             queues,
         })
     }
@@ -257,12 +254,11 @@ impl Bench {
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await?;
         }
-        channel
-            .exchange_delete(
-                pipeline.exchange.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await?;
+        for exchange in &pipeline.exchanges {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
         conn.close(200, "done".into()).await?;
         Ok(())
     }

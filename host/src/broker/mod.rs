@@ -26,7 +26,14 @@ pub enum BrokerError {
     /// (e.g. classic vs quorum).
     #[error("cannot declare queue {queue:?}: {source}")]
     Queue { queue: String, source: lapin::Error },
-    #[error("cannot bind queue {queue:?} with {pattern:?}: {source}")]
+    /// A COMMAND_INVALID "unknown exchange type" means the consistent-hash exchange
+    /// plugin is not enabled on the broker.
+    #[error("cannot declare the plugin exchange {exchange:?} (x-consistent-hash; is rabbitmq_consistent_hash_exchange enabled?): {source}")]
+    Entry {
+        exchange: String,
+        source: lapin::Error,
+    },
+    #[error("cannot bind {queue:?} with {pattern:?}: {source}")]
     Binding {
         queue: String,
         pattern: String,
@@ -116,17 +123,30 @@ pub async fn publisher_channel(
     Ok(channel)
 }
 
-/// Publishes to `queue` through the default exchange and waits for the broker's ack.
+/// Where [`publish_confirmed`] sends a message.
+#[derive(Debug, Clone, Copy)]
+pub enum To<'a> {
+    /// Straight to this queue (through the default exchange).
+    Queue(&'a str),
+    /// To an exchange that routes on headers, not on the routing key (a plugin's entry).
+    Exchange(&'a str),
+}
+
+/// Publishes and waits for the broker's ack.
 pub async fn publish_confirmed(
     channel: &Channel,
-    queue: &str,
+    to: To<'_>,
     body: &[u8],
     properties: lapin::BasicProperties,
 ) -> Result<(), String> {
+    let (exchange, routing_key, target) = match to {
+        To::Queue(queue) => ("", queue, queue),
+        To::Exchange(exchange) => (exchange, "", exchange),
+    };
     let confirm = channel
         .basic_publish(
-            "".into(),
-            queue.into(),
+            exchange.into(),
+            routing_key.into(),
             lapin::options::BasicPublishOptions::default(),
             body,
             properties,
@@ -135,7 +155,7 @@ pub async fn publish_confirmed(
         .map_err(|e| e.to_string())?;
     let confirmation = confirm.await.map_err(|e| e.to_string())?;
     if confirmation.is_nack() {
-        return Err(format!("the broker refused the message for {queue}"));
+        return Err(format!("the broker refused the message for {target}"));
     }
     Ok(())
 }

@@ -1,44 +1,68 @@
-//! Each plugin's queues, declared by the host:
+//! Each plugin's broker objects, declared by the host:
 //!
-//! * `<prefix>.<plugin>`: the plugin's durable queue, bound to the events exchange with
-//!   its subscriptions (topic patterns);
-//! * `<prefix>.<plugin>.retry.<delay>`: one queue per retry delay. A failed delivery is
-//!   published there; when its TTL runs out the broker dead-letters it back to the
-//!   plugin's queue, so retries wait without holding a consumer;
+//! * `<prefix>.<plugin>`: the plugin's entry, a consistent-hash exchange bound to the
+//!   events exchange with the plugin's subscriptions (topic patterns). It hashes the
+//!   [`AGGREGATE_HEADER`], so all of an aggregate's events reach the same partition;
+//! * `<prefix>.<plugin>.p<i>`: the partition queues, each with a single active consumer
+//!   across every host consuming it (RabbitMQ hands the partition to another consumer
+//!   when that one goes away), so one process at a time handles an aggregate;
+//! * `<prefix>.<plugin>.delay.<ms>ms`: one queue per retry delay. A failed delivery sent
+//!   there waits without holding a consumer; when its TTL runs out the broker
+//!   dead-letters it back to the entry, which hashes it to its partition again;
 //! * `<prefix>.<plugin>.dead`: dead letters, kept for inspection and replay.
 //!
 //! Classic or quorum queues; a queue's type is fixed once declared, so switching needs
 //! the old queues deleted (the broker refuses the declaration, and the error says why).
+//! A message without the header (a publisher other than eventhost's) still routes,
+//! always to the same partition.
 
 use super::BrokerError;
-use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, ExchangeUnbindOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::Channel;
+use lapin::{Channel, ExchangeKind};
 use std::time::Duration;
+
+/// The header the relay sets to the event's `<aggregate type>/<aggregate id>`: the
+/// partitioning key.
+pub const AGGREGATE_HEADER: &str = "x-eventhost-aggregate";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginQueues {
-    pub main: String,
+    /// The plugin's entry exchange: retries, replays and backfills are published here.
+    pub entry: String,
+    /// The partition queues, in order.
+    pub partitions: Vec<String>,
     /// (delay, queue), shortest first.
     pub retries: Vec<(Duration, String)>,
     pub dead: String,
 }
 
 impl PluginQueues {
-    /// The queues of `plugin` under the consumer settings (prefix and retry delays).
+    /// The queues of `plugin` under the consumer settings (prefix, partitions, delays).
     pub fn of(consumer: &crate::config::ConsumerConfig, plugin: &str) -> Self {
-        Self::new(&consumer.queue_prefix, plugin, &consumer.retry_delays)
+        Self::new(
+            &consumer.queue_prefix,
+            plugin,
+            consumer.partitions,
+            &consumer.retry_delays,
+        )
     }
 
-    pub fn new(prefix: &str, plugin: &str, retry_delays: &[Duration]) -> Self {
-        let main = format!("{prefix}.{plugin}");
+    pub fn new(prefix: &str, plugin: &str, partitions: u16, retry_delays: &[Duration]) -> Self {
+        let entry = format!("{prefix}.{plugin}");
         let retries = retry_delays
             .iter()
-            .map(|d| (*d, format!("{main}.retry.{}ms", d.as_millis())))
+            .map(|d| (*d, format!("{entry}.delay.{}ms", d.as_millis())))
             .collect();
         Self {
-            dead: format!("{main}.dead"),
-            main,
+            partitions: (0..partitions.max(1))
+                .map(|i| format!("{entry}.p{i}"))
+                .collect(),
+            dead: format!("{entry}.dead"),
+            entry,
             retries,
         }
     }
@@ -62,6 +86,10 @@ fn arguments(quorum: bool) -> FieldTable {
     table
 }
 
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
 async fn declare(channel: &Channel, queue: &str, arguments: FieldTable) -> Result<(), BrokerError> {
     let options = QueueDeclareOptions {
         durable: true,
@@ -77,9 +105,32 @@ async fn declare(channel: &Channel, queue: &str, arguments: FieldTable) -> Resul
         })
 }
 
-/// Declares the plugin's queues and binds its queue to `exchange` with each of
-/// `subscriptions`, removing the bindings in `stale` (patterns it no longer has).
-/// Idempotent; the exchange must exist.
+/// The entry exchange; the broker refuses it when the consistent-hash exchange plugin
+/// is not enabled (`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`).
+async fn declare_entry(channel: &Channel, entry: &str) -> Result<(), BrokerError> {
+    let mut args = FieldTable::default();
+    args.insert("hash-header".into(), text(AGGREGATE_HEADER));
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            entry.into(),
+            ExchangeKind::Custom("x-consistent-hash".into()),
+            options,
+            args,
+        )
+        .await
+        .map_err(|source| BrokerError::Entry {
+            exchange: entry.to_string(),
+            source,
+        })
+}
+
+/// Declares the plugin's exchange and queues and binds its entry to `exchange` with each
+/// of `subscriptions`, removing the bindings in `stale` (patterns it no longer has).
+/// Idempotent; the events exchange must exist.
 pub async fn declare_plugin(
     channel: &Channel,
     exchange: &str,
@@ -88,7 +139,27 @@ pub async fn declare_plugin(
     subscriptions: &[String],
     stale: &[String],
 ) -> Result<(), BrokerError> {
-    declare(channel, &queues.main, arguments(quorum)).await?;
+    declare_entry(channel, &queues.entry).await?;
+    for partition in &queues.partitions {
+        let mut args = arguments(quorum);
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        declare(channel, partition, args).await?;
+        // Equal weights: every partition takes the same share of the hash ring.
+        channel
+            .queue_bind(
+                partition.as_str().into(),
+                queues.entry.as_str().into(),
+                "1".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|source| BrokerError::Binding {
+                queue: partition.clone(),
+                pattern: "1".into(),
+                source,
+            })?;
+    }
     declare(channel, &queues.dead, arguments(quorum)).await?;
     for (delay, queue) in &queues.retries {
         let mut args = arguments(quorum);
@@ -96,29 +167,22 @@ pub async fn declare_plugin(
             "x-message-ttl".into(),
             AMQPValue::LongLongInt(delay.as_millis() as i64),
         );
-        // Expired messages go back to the plugin's queue through the default exchange.
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(LongString::from("")),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(LongString::from(queues.main.as_str())),
-        );
+        // Expired messages go back through the entry, to their aggregate's partition.
+        args.insert("x-dead-letter-exchange".into(), text(&queues.entry));
         declare(channel, queue, args).await?;
     }
     let binding = |pattern: &str, source| BrokerError::Binding {
-        queue: queues.main.clone(),
+        queue: queues.entry.clone(),
         pattern: pattern.to_string(),
         source,
     };
     for pattern in subscriptions {
         channel
-            .queue_bind(
-                queues.main.as_str().into(),
+            .exchange_bind(
+                queues.entry.as_str().into(),
                 exchange.into(),
                 pattern.as_str().into(),
-                QueueBindOptions::default(),
+                ExchangeBindOptions::default(),
                 FieldTable::default(),
             )
             .await
@@ -126,10 +190,11 @@ pub async fn declare_plugin(
     }
     for pattern in stale.iter().filter(|p| !subscriptions.contains(p)) {
         channel
-            .queue_unbind(
-                queues.main.as_str().into(),
+            .exchange_unbind(
+                queues.entry.as_str().into(),
                 exchange.into(),
                 pattern.as_str().into(),
+                ExchangeUnbindOptions::default(),
                 FieldTable::default(),
             )
             .await
@@ -145,13 +210,18 @@ mod tests {
     #[test]
     fn names_and_retry_ladder() {
         let delays = [Duration::from_secs(1), Duration::from_secs(30)];
-        let q = PluginQueues::new("eventhost", "user-stats", &delays);
-        assert_eq!(q.main, "eventhost.user-stats");
+        let q = PluginQueues::new("eventhost", "user-stats", 2, &delays);
+        assert_eq!(q.entry, "eventhost.user-stats");
+        assert_eq!(
+            q.partitions,
+            ["eventhost.user-stats.p0", "eventhost.user-stats.p1"]
+        );
         assert_eq!(q.dead, "eventhost.user-stats.dead");
-        assert_eq!(q.retry_queue(1), Some("eventhost.user-stats.retry.1000ms"));
-        assert_eq!(q.retry_queue(2), Some("eventhost.user-stats.retry.30000ms"));
-        assert_eq!(q.retry_queue(9), Some("eventhost.user-stats.retry.30000ms"));
-        assert_eq!(PluginQueues::new("e", "p", &[]).retry_queue(1), None);
+        assert_eq!(q.retry_queue(1), Some("eventhost.user-stats.delay.1000ms"));
+        assert_eq!(q.retry_queue(2), Some("eventhost.user-stats.delay.30000ms"));
+        assert_eq!(q.retry_queue(9), Some("eventhost.user-stats.delay.30000ms"));
+        assert_eq!(PluginQueues::new("e", "p", 1, &[]).retry_queue(1), None);
+        assert_eq!(PluginQueues::new("e", "p", 0, &[]).partitions, ["e.p.p0"]);
     }
 }
 

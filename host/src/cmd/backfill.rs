@@ -31,7 +31,7 @@ pub async fn run(
     let patterns: Vec<String> = sqlx::query_scalar(
         "SELECT pattern FROM eventhost_queue_bindings WHERE queue = $1 AND exchange = $2",
     )
-    .bind(&queues.main)
+    .bind(&queues.entry)
     .bind(&config.broker.exchange)
     .fetch_all(&pool)
     .await
@@ -39,7 +39,7 @@ pub async fn run(
     if patterns.is_empty() {
         bail!(
             "{} has no bindings on {}: load the plugin (its queue is made then) before a backfill",
-            queues.main,
+            queues.entry,
             config.broker.exchange
         );
     }
@@ -50,7 +50,7 @@ pub async fn run(
     let report = outbox::backfill(
         &pool,
         &channel,
-        &queues.main,
+        &queues.entry,
         &patterns,
         since,
         config.relay.max_message_bytes,
@@ -59,7 +59,7 @@ pub async fn run(
     let _ = connection.close(200, "done".into()).await;
     println!(
         "backfilled {} event(s) to {} ({} not subscribed, {} unreadable)",
-        report.sent, queues.main, report.skipped, report.unreadable
+        report.sent, queues.entry, report.skipped, report.unreadable
     );
     Ok(ExitCode::SUCCESS)
 }

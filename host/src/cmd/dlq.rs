@@ -109,7 +109,7 @@ async fn replay(args: &ConfigArgs, plugin: &str, all: bool, ids: &[String]) -> R
     println!(
         "replayed {} dead letter(s) to {}",
         replayed.len(),
-        queues.main
+        queues.entry
     );
     let missing: Vec<&String> = ids
         .iter()

@@ -18,8 +18,13 @@ pub struct ConsumerConfig {
     /// How often the plugin directory is checked for changes.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
-    /// Queue names are `<queue_prefix>.<plugin>` (+ `.retry.<ms>ms`, `.dead`).
+    /// Broker names start `<queue_prefix>.<plugin>` (see [`crate::broker::topology`]).
     pub queue_prefix: String,
+    /// Partition queues per plugin. Events are spread over them by aggregate, and each
+    /// has one active consumer across all hosts (the broker picks it), so up to this many
+    /// hosts share a plugin's work while each aggregate's events stay in order. Every
+    /// host must use the same number.
+    pub partitions: u16,
     /// Declare quorum queues (replicated) instead of classic ones. A queue's type is
     /// fixed when it is first declared.
     pub quorum_queues: bool,
@@ -57,6 +62,7 @@ impl Default for ConsumerConfig {
             plugin_dir: PathBuf::from("plugins.d"),
             reload_interval: Duration::from_secs(2),
             queue_prefix: "eventhost".into(),
+            partitions: 4,
             quorum_queues: false,
             concurrency: 8,
             prefetch: 64,
@@ -70,6 +76,10 @@ impl Default for ConsumerConfig {
     }
 }
 
+/// Each partition is a queue (and, on a quorum cluster, a Raft group): a bound on what
+/// one plugin may ask of the broker.
+pub const MAX_PARTITIONS: u16 = 64;
+
 impl ConsumerConfig {
     pub fn validate(&self) -> Result<(), String> {
         let word = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
@@ -80,6 +90,9 @@ impl ConsumerConfig {
             return Err(
                 "consumer.queue_prefix must be 1 to 100 letters, digits, '-', '_' or '.'".into(),
             );
+        }
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(format!("consumer.partitions must be 1 to {MAX_PARTITIONS}"));
         }
         if self.concurrency == 0 {
             return Err("consumer.concurrency must be at least 1".into());

@@ -1,7 +1,7 @@
 //! Configuration: one TOML file (every section optional, every field defaulted), with the
 //! database and broker URLs overridable from the command line or environment.
 
-mod consumer;
+pub mod consumer;
 mod outbox;
 pub mod redact;
 mod runtime;
@@ -300,6 +300,8 @@ mod tests {
                 "http.drain_timeout",
             ),
             ("[consumer]\nmax_crashes = 1\n", "consumer.max_crashes"),
+            ("[consumer]\npartitions = 0\n", "consumer.partitions"),
+            ("[consumer]\npartitions = 65\n", "consumer.partitions"),
             (
                 "[consumer]\nload_timeout = \"10ms\"\n",
                 "consumer.load_timeout",

@@ -32,13 +32,13 @@ pub async fn apply(
     version: Option<&PluginVersion>,
 ) -> Result<(), BindingError> {
     let database = |source| BindingError::Database {
-        queue: queues.main.clone(),
+        queue: queues.entry.clone(),
         source,
     };
     // Held until the bindings are recorded: one host at a time reconciles this queue.
     let mut turn = pool.begin().await.map_err(database)?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('eventhost.bindings.' || $1))")
-        .bind(&queues.main)
+        .bind(&queues.entry)
         .execute(&mut *turn)
         .await
         .map_err(database)?;
@@ -48,7 +48,7 @@ pub async fn apply(
             .map_err(database)?
         {
             tracing::warn!(
-                queue = %queues.main, ours = %short(&version.digest), newest = %short(&newest.0),
+                queue = %queues.entry, ours = %short(&version.digest), newest = %short(&newest.0),
                 "a newer version of this plugin is deployed on another host; keeping its bindings"
             );
             topology::declare_plugin(channel, exchange, queues, quorum, &newest.1, &[]).await?;
@@ -58,7 +58,7 @@ pub async fn apply(
     let stale: Vec<String> = sqlx::query_scalar(
         "SELECT pattern FROM eventhost_queue_bindings WHERE queue = $1 AND exchange = $2",
     )
-    .bind(&queues.main)
+    .bind(&queues.entry)
     .bind(exchange)
     .fetch_all(&mut *turn)
     .await
@@ -70,7 +70,7 @@ pub async fn apply(
         "DELETE FROM eventhost_queue_bindings
          WHERE queue = $1 AND exchange = $2 AND NOT (pattern = ANY($3))",
     )
-    .bind(&queues.main)
+    .bind(&queues.entry)
     .bind(exchange)
     .bind(subscriptions)
     .execute(&mut *turn)
@@ -80,7 +80,7 @@ pub async fn apply(
         "INSERT INTO eventhost_queue_bindings (queue, exchange, pattern)
          SELECT $1, $2, unnest($3::text[]) ON CONFLICT DO NOTHING",
     )
-    .bind(&queues.main)
+    .bind(&queues.entry)
     .bind(exchange)
     .bind(subscriptions)
     .execute(&mut *turn)
@@ -109,7 +109,7 @@ async fn newer_version(
          SET deployed_at = GREATEST(eventhost_plugin_versions.deployed_at, EXCLUDED.deployed_at),
              subscriptions = EXCLUDED.subscriptions",
     )
-    .bind(&queues.main)
+    .bind(&queues.entry)
     .bind(exchange)
     .bind(&version.digest)
     .bind(version.deployed_at)
@@ -120,7 +120,7 @@ async fn newer_version(
         "SELECT digest, subscriptions FROM eventhost_plugin_versions
          WHERE queue = $1 AND exchange = $2 ORDER BY deployed_at DESC, digest LIMIT 1",
     )
-    .bind(&queues.main)
+    .bind(&queues.entry)
     .bind(exchange)
     .fetch_one(&mut *conn)
     .await?;

@@ -4,9 +4,9 @@
 //! only looked at; a replayed one is acked only after its copy was confirmed.
 
 use super::headers;
-use crate::broker::publish_confirmed;
 use crate::broker::topology::PluginQueues;
 use crate::broker::{self, BrokerError};
+use crate::broker::{publish_confirmed, To};
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -157,12 +157,17 @@ pub async fn replay(
                 return Ok(false);
             }
             let properties = headers::replayed(&delivery.properties);
-            publish_confirmed(channel, &queues.main, &delivery.data, properties)
-                .await
-                .map_err(|reason| DeadLetterError::Replay {
-                    queue: queues.main.clone(),
-                    reason,
-                })?;
+            publish_confirmed(
+                channel,
+                To::Exchange(&queues.entry),
+                &delivery.data,
+                properties,
+            )
+            .await
+            .map_err(|reason| DeadLetterError::Replay {
+                queue: queues.entry.clone(),
+                reason,
+            })?;
             replayed.push(letter);
             Ok(true)
         },

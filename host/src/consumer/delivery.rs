@@ -6,8 +6,8 @@
 use super::headers;
 use super::lanes::Gate;
 use super::Target;
-use crate::broker::publish_confirmed;
 use crate::broker::topology::PluginQueues;
+use crate::broker::{publish_confirmed, To};
 use crate::event::Event;
 use crate::metrics::{Disposition, Metrics};
 use crate::outbox::health::Backoff;
@@ -243,7 +243,8 @@ async fn settle(ctx: &Context, delivery: Delivery, verdict: Verdict) {
     };
     if let Some((queue, disposition, attempts, error)) = forward {
         let properties = headers::failed(&delivery, &ctx.plugin, attempts, error);
-        if let Err(error) = publish_confirmed(&ctx.channel, queue, &delivery.data, properties).await
+        if let Err(error) =
+            publish_confirmed(&ctx.channel, To::Queue(queue), &delivery.data, properties).await
         {
             // Not acked: the broker redelivers it and it is tried again.
             tracing::warn!(%error, queue, "could not forward the delivery; leaving it in the queue");

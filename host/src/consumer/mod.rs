@@ -65,7 +65,7 @@ pub struct PluginVersion {
 /// flowing), for readiness and for starting the relay only once queues can receive.
 #[derive(Debug, Default)]
 pub struct Consuming {
-    /// Running consumers per plugin: briefly two while one restarts with new bindings.
+    /// Running consumers per plugin (0 or 1).
     names: Mutex<HashMap<String, usize>>,
 }
 
@@ -244,11 +244,13 @@ impl Consumer {
             let current = self.subscribers.borrow_and_update().clone();
             for subscriber in current.iter() {
                 if let Some(run) = running.get(&subscriber.name) {
-                    if run.subscriptions == subscriber.subscriptions {
-                        continue;
+                    if run.subscriptions != subscriber.subscriptions {
+                        // New subscriptions: stop its consumer; the new one (which rebinds)
+                        // starts once the old one has drained and closed, so no two lanes
+                        // ever run one aggregate.
+                        run.stop.cancel();
                     }
-                    // New subscriptions: restart its consumer, which rebinds the queue.
-                    run.stop.cancel();
+                    continue;
                 } else if retry_at
                     .get(&subscriber.name)
                     .is_some_and(|t| *t > Instant::now())

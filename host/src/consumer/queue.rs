@@ -1,7 +1,7 @@
 //! One plugin's consumer on one connection: declare its queues and bindings, then take
-//! deliveries and hand them to the lanes until cancelled or the channel is lost. On the
-//! way out it stops the flow first (basic.cancel), lets every received delivery finish
-//! and settle, then closes the channel.
+//! deliveries from every partition and hand them to the lanes until cancelled or the
+//! channel is lost. On the way out it stops taking deliveries, lets every started one
+//! finish and settle, then closes the channel (which returns the rest).
 
 use super::delivery::{self, Context};
 use super::lanes::Lanes;
@@ -10,7 +10,7 @@ use crate::broker::topology::PluginQueues;
 use crate::broker::{self, BrokerError};
 use crate::config::RetryMode;
 use futures_lite::StreamExt;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
 use std::sync::Arc;
@@ -71,7 +71,7 @@ pub async fn consume(
         .basic_qos(config.prefetch, BasicQosOptions::default())
         .await
         .map_err(|source| ConsumeError::Prefetch {
-            queue: queues.main.clone(),
+            queue: queues.entry.clone(),
             source,
         })?;
     bindings::apply(
@@ -85,20 +85,31 @@ pub async fn consume(
     )
     .await?;
     super::crashes::purge_stale(&settings.pool, &subscriber.name).await;
-    let tag = format!("eventhost-{}-{}", subscriber.name, std::process::id());
-    let mut deliveries = channel
-        .basic_consume(
-            queues.main.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|source| ConsumeError::Consume {
-            queue: queues.main.clone(),
-            source,
-        })?;
-    tracing::info!(plugin = %subscriber.name, queue = %queues.main, subscriptions = ?subscriber.subscriptions, "consuming");
+    // One consumer per partition on this channel; the broker makes at most one of all
+    // the hosts' consumers of a partition active at a time.
+    let mut streams = Vec::with_capacity(queues.partitions.len());
+    for partition in &queues.partitions {
+        let tag = format!(
+            "eventhost-{}-{}-{partition}",
+            subscriber.name,
+            std::process::id()
+        );
+        let stream = channel
+            .basic_consume(
+                partition.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|source| ConsumeError::Consume {
+                queue: partition.clone(),
+                source,
+            })?;
+        streams.push(stream);
+    }
+    let mut deliveries = futures_util::stream::select_all(streams);
+    tracing::info!(plugin = %subscriber.name, entry = %queues.entry, partitions = queues.partitions.len(), subscriptions = ?subscriber.subscriptions, "consuming");
     let consuming = ConsumingGuard::on(&settings.consuming, &subscriber.name);
 
     let mut lanes = Lanes::new(usize::from(config.concurrency));
@@ -144,11 +155,10 @@ pub async fn consume(
             .metrics
             .task_restarted(&format!("consumer/{}", subscriber.name));
     }
-    if ended.is_ok() {
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
-    }
+    // No basic.cancel before the drain: a cancelled consumer hands its partitions to
+    // another host at once, which would run an aggregate's next events beside the ones
+    // still in flight here. Closing the channel after the drain hands them over, with
+    // the deliveries not yet run back in the queue ahead of the rest.
     let in_flight = lanes.in_flight();
     if in_flight > 0 {
         tracing::info!(plugin = %subscriber.name, in_flight, "finishing in-flight deliveries");
@@ -162,7 +172,7 @@ pub async fn consume(
     let close = channel.close(200, "eventhost consumer stopping".into());
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     ended.map_err(|reason| ConsumeError::Lost {
-        queue: queues.main,
+        queue: queues.entry,
         reason,
     })
 }

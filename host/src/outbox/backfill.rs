@@ -1,12 +1,12 @@
 //! Backfill: the outbox keeps published rows for `relay.retention` (then the purge
 //! removes them), so a plugin can be fed the events it missed (a new plugin, or one whose
 //! bug was fixed) straight from them. Each matching event is published to the plugin's
-//! own queue only, as the relay built it, and confirmed; the plugin's inbox drops the
+//! own entry only (so to its aggregate's partition), as the relay built it, and confirmed; the plugin's inbox drops the
 //! ones it already handled, so a backfill can be run again or overlap live traffic.
 
 use super::message;
 use super::store::ClaimedRow;
-use crate::broker::publish_confirmed;
+use crate::broker::{publish_confirmed, To};
 use chrono::{DateTime, Utc};
 use lapin::Channel;
 use sqlx::PgPool;
@@ -19,17 +19,17 @@ const BATCH: i64 = 500;
 pub enum BackfillError {
     #[error("cannot read the outbox: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("cannot publish event {event_id} to {queue}: {reason}")]
+    #[error("cannot publish event {event_id} to {entry}: {reason}")]
     Publish {
         event_id: Uuid,
-        queue: String,
+        entry: String,
         reason: String,
     },
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BackfillReport {
-    /// Events published to the plugin's queue.
+    /// Events published to the plugin's entry.
     pub sent: u64,
     /// Published events the plugin does not subscribe to.
     pub skipped: u64,
@@ -37,12 +37,12 @@ pub struct BackfillReport {
     pub unreadable: u64,
 }
 
-/// Publishes to `queue` every published outbox event since `since` (all that are kept,
+/// Publishes to the plugin's `entry` every published outbox event since `since` (all that are kept,
 /// when `None`) whose type matches one of `patterns`, in publication order.
 pub async fn backfill(
     pool: &PgPool,
     channel: &Channel,
-    queue: &str,
+    entry: &str,
     patterns: &[String],
     since: Option<DateTime<Utc>>,
     max_bytes: usize,
@@ -51,7 +51,7 @@ pub async fn backfill(
     let since = since.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
     let mut cursor: (DateTime<Utc>, i64) = (since, i64::MIN);
     // What was published by now: events published while the backfill runs reach the
-    // plugin through its queue's bindings anyway.
+    // plugin through its entry's bindings anyway.
     let until: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
     loop {
         let rows: Vec<(DateTime<Utc>, ClaimedRow)> = sqlx::query_as::<_, Published>(
@@ -89,13 +89,18 @@ pub async fn backfill(
                 report.unreadable += 1;
                 continue;
             };
-            publish_confirmed(channel, queue, &outgoing.body, outgoing.properties)
-                .await
-                .map_err(|reason| BackfillError::Publish {
-                    event_id,
-                    queue: queue.to_string(),
-                    reason,
-                })?;
+            publish_confirmed(
+                channel,
+                To::Exchange(entry),
+                &outgoing.body,
+                outgoing.properties,
+            )
+            .await
+            .map_err(|reason| BackfillError::Publish {
+                event_id,
+                entry: entry.to_string(),
+                reason,
+            })?;
             report.sent += 1;
         }
     }

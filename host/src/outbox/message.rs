@@ -1,8 +1,10 @@
 //! An outbox row as the AMQP message the relay publishes: CloudEvents 1.0 structured
 //! JSON body, persistent, `message_id` = event id, routing key = event type, and the
-//! row's headers (trace context included) as AMQP headers.
+//! row's headers (trace context included) as AMQP headers, plus the aggregate header
+//! the plugins' entries partition on.
 
 use super::store::ClaimedRow;
+use crate::broker::topology::AGGREGATE_HEADER;
 use crate::event::{Event, EventId};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
@@ -29,6 +31,14 @@ pub fn build(row: ClaimedRow, max_bytes: usize) -> Result<Outgoing, String> {
             AMQPValue::LongString(LongString::from(value.as_str())),
         );
     }
+    // The partitioning key of the plugins' entries; the same key orders the lanes.
+    table.insert(
+        AGGREGATE_HEADER.into(),
+        AMQPValue::LongString(LongString::from(format!(
+            "{}/{}",
+            row.aggregate_type, row.aggregate_id
+        ))),
+    );
     let timestamp = row.occurred_at.timestamp().max(0) as u64;
     let event = Event {
         id: EventId(row.event_id),

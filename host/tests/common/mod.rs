@@ -99,7 +99,7 @@ pub fn event(event_type: &str, subject: &str, data: serde_json::Value) -> eventh
     .expect("valid test event")
 }
 
-/// Deletes plugins' queues (main, delay and dead-letter) and the exchange: a test's
+/// Deletes plugins' exchanges and queues (partitions, delay and dead-letter) and the events exchange: a test's
 /// broker leftovers. Errors are ignored (the test is over either way).
 pub async fn delete_topology(
     channel: &lapin::Channel,
@@ -108,14 +108,19 @@ pub async fn delete_topology(
 ) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     for q in queues {
-        let names = [q.main.clone(), q.dead.clone()]
-            .into_iter()
-            .chain(q.retries.iter().map(|r| r.1.clone()));
+        let names = q
+            .partitions
+            .iter()
+            .chain([&q.dead])
+            .chain(q.retries.iter().map(|r| &r.1));
         for name in names {
             let _ = channel
                 .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
+        let _ = channel
+            .exchange_delete(q.entry.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
     }
     let _ = channel
         .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())

@@ -5,6 +5,7 @@
 use super::outbox::amqp_url;
 use super::{plugin_path, server_url};
 use eventhost::broker::topology::PluginQueues;
+use eventhost::config::consumer::MAX_PARTITIONS;
 use eventhost::fixtures::ScratchDatabase;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
@@ -465,7 +466,8 @@ listen = "127.0.0.1:{auth_port}"
                 let queues: Vec<PluginQueues> = self
                     .plugins
                     .iter()
-                    .map(|plugin| PluginQueues::new(&self.prefix, plugin, &delays))
+                    // Every partition a test may have configured.
+                    .map(|plugin| PluginQueues::new(&self.prefix, plugin, MAX_PARTITIONS, &delays))
                     .collect();
                 let queues: Vec<&PluginQueues> = queues.iter().collect();
                 super::delete_topology(&channel, &self.exchange, &queues).await;
