@@ -394,7 +394,7 @@ async fn a_partition_has_one_active_consumer_and_fails_over() {
     use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
     let world = World::start().await;
     let queues = PluginQueues::new(&world.prefix, "stats", 1, &[Duration::from_secs(1)]);
-    world.declare(&queues, true, &["#"], &[]).await.unwrap();
+    world.declare(&queues, false, &["#"], &[]).await.unwrap();
     let partition = queues.partitions[0].as_str();
     let consumer = |tag: &'static str| {
         let connection = &world.connection;

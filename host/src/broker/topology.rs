@@ -9,7 +9,10 @@
 //! * `<prefix>.<plugin>.delay.<ms>ms`: one queue per retry delay. A failed delivery sent
 //!   there waits without holding a consumer; when its TTL runs out the broker
 //!   dead-letters it back to the entry, which hashes it to its partition again;
-//! * `<prefix>.<plugin>.dead`: dead letters, kept for inspection and replay.
+//! * `<prefix>.<plugin>.dead`: dead letters, kept for inspection and replay;
+//! * `<prefix>.<plugin>.hosts`: a transient queue nothing is routed to; each host
+//!   consuming the plugin keeps one consumer on it, so its consumer count is the number
+//!   of hosts (what the hosts share the partitions by).
 //!
 //! Classic or quorum queues; a queue's type is fixed once declared, so switching needs
 //! the old queues deleted (the broker refuses the declaration, and the error says why).
@@ -38,6 +41,8 @@ pub struct PluginQueues {
     /// (delay, queue), shortest first.
     pub retries: Vec<(Duration, String)>,
     pub dead: String,
+    /// The presence queue: one consumer per host.
+    pub hosts: String,
 }
 
 impl PluginQueues {
@@ -62,6 +67,7 @@ impl PluginQueues {
                 .map(|i| format!("{entry}.p{i}"))
                 .collect(),
             dead: format!("{entry}.dead"),
+            hosts: format!("{entry}.hosts"),
             entry,
             retries,
         }

@@ -139,7 +139,10 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32, received: Instant
     loop {
         // Tests make the process die mid-delivery here (`FAILPOINTS=consumer-dispatch=return`).
         fail::fail_point!("consumer-dispatch", |_| std::process::abort());
-        let invocation = ctx.target.deliver(event).await;
+        let invocation = match injected_failure() {
+            Some(failed) => failed,
+            None => ctx.target.deliver(event).await,
+        };
         let elapsed = Some(invocation.elapsed);
         let attempts = failed_before.saturating_add(1);
         return match invocation.outcome {
@@ -204,6 +207,20 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32, received: Instant
             }
         };
     }
+}
+
+/// A transient failure instead of the handler's run, when a test asks for one
+/// (`FAILPOINTS=consumer-transient=5%return`); never in a build without `failpoints`.
+fn injected_failure() -> Option<crate::runtime::Invocation> {
+    #[cfg(feature = "failpoints")]
+    if fail::eval("consumer-transient", |_| ()).is_some() {
+        return Some(crate::runtime::Invocation {
+            outcome: Outcome::Retryable("injected transient failure".into()),
+            elapsed: Duration::ZERO,
+            logs: Vec::new(),
+        });
+    }
+    None
 }
 
 /// The delay before the retry after the `attempts`-th failure (the last one repeats).

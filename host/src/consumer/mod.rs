@@ -9,6 +9,7 @@ pub mod dead_letters;
 mod delivery;
 pub mod headers;
 mod lanes;
+mod partitions;
 mod queue;
 pub mod registry;
 pub mod watcher;
@@ -276,7 +277,7 @@ impl Consumer {
                 let (gen, task_name) = (generation, subscriber.name.clone());
                 let task = tasks.spawn(async move {
                     let name = subscriber.name.clone();
-                    let result = queue::consume(&connection, subscriber, &settings, stop).await;
+                    let result = queue::consume(connection, subscriber, &settings, stop).await;
                     (name, gen, result)
                 });
                 ids.insert(task.id(), (task_name, gen));

@@ -5,13 +5,11 @@
 
 use super::delivery::{self, Context};
 use super::lanes::Lanes;
+use super::partitions::Partitions;
 use super::{bindings, Settings, Subscriber};
 use crate::broker::topology::PluginQueues;
 use crate::broker::{self, BrokerError};
 use crate::config::RetryMode;
-use futures_lite::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
 use lapin::Connection;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -20,17 +18,18 @@ use tokio_util::sync::CancellationToken;
 pub enum ConsumeError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
-    #[error("cannot set the prefetch of {queue}: {source}")]
-    Prefetch { queue: String, source: lapin::Error },
+    #[error(transparent)]
+    Partition(#[from] super::partitions::PartitionError),
     #[error(transparent)]
     Bindings(#[from] bindings::BindingError),
-    #[error("cannot consume from {queue}: {source}")]
-    Consume { queue: String, source: lapin::Error },
     #[error("the plugin consumer panicked: {0}")]
     Panicked(String),
     #[error("the delivery stream of {queue} ended: {reason}")]
     Lost { queue: String, reason: String },
 }
+
+/// How often the host checks whether it holds more than its share of the partitions.
+const SHARE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Longest wait for the broker to confirm a channel's close.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -59,21 +58,15 @@ impl Drop for ConsumingGuard<'_> {
 }
 
 pub async fn consume(
-    connection: &Connection,
+    connection: Arc<Connection>,
     subscriber: Subscriber,
     settings: &Settings,
     shutdown: CancellationToken,
 ) -> Result<(), ConsumeError> {
     let config = &settings.config;
     let queues = PluginQueues::of(config, &subscriber.name);
-    let channel = broker::confirm_channel(connection).await?;
-    channel
-        .basic_qos(config.prefetch, BasicQosOptions::default())
-        .await
-        .map_err(|source| ConsumeError::Prefetch {
-            queue: queues.entry.clone(),
-            source,
-        })?;
+    // Declarations, and the retries and dead letters published (confirmed).
+    let channel = broker::confirm_channel(&connection).await?;
     bindings::apply(
         &channel,
         &settings.pool,
@@ -85,30 +78,9 @@ pub async fn consume(
     )
     .await?;
     super::crashes::purge_stale(&settings.pool, &subscriber.name).await;
-    // One consumer per partition on this channel; the broker makes at most one of all
-    // the hosts' consumers of a partition active at a time.
-    let mut streams = Vec::with_capacity(queues.partitions.len());
-    for partition in &queues.partitions {
-        let tag = format!(
-            "eventhost-{}-{}-{partition}",
-            subscriber.name,
-            std::process::id()
-        );
-        let stream = channel
-            .basic_consume(
-                partition.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|source| ConsumeError::Consume {
-                queue: partition.clone(),
-                source,
-            })?;
-        streams.push(stream);
-    }
-    let mut deliveries = futures_util::stream::select_all(streams);
+    let tag = format!("eventhost-{}-{}", subscriber.name, std::process::id());
+    let (mut partitions, mut deliveries) =
+        Partitions::subscribe(connection.clone(), &queues, config.prefetch, tag).await?;
     tracing::info!(plugin = %subscriber.name, entry = %queues.entry, partitions = queues.partitions.len(), subscriptions = ?subscriber.subscriptions, "consuming");
     let consuming = ConsumingGuard::on(&settings.consuming, &subscriber.name);
 
@@ -129,24 +101,38 @@ pub async fn consume(
         },
     });
     let panicked = lanes.panicked();
+    let mut share = tokio::time::interval(SHARE_EVERY);
+    share.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended = loop {
-        let next = tokio::select! {
+        let incoming = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
             // Its message stays unacknowledged: closing the channel returns it to the queue.
             _ = panicked.cancelled() => break Err("a delivery panicked (a host bug); restarting the consumer".to_string()),
-            next = deliveries.next() => next,
+            _ = share.tick() => match partitions.share().await {
+                Ok(()) => continue,
+                Err(e) => break Err(e.to_string()),
+            },
+            incoming = deliveries.recv() => incoming,
         };
-        match next {
-            Some(Ok(delivery)) => {
+        let Some(incoming) = incoming else {
+            break Err("the partition readers stopped".to_string());
+        };
+        let started = partitions.take(&incoming);
+        match (incoming.delivery, started) {
+            (Some(Ok(delivery)), Some(started)) => {
                 let (key, event) = delivery::parse(&delivery);
                 let received = std::time::Instant::now();
-                lanes.submit(
-                    key,
-                    delivery::handle(context.clone(), delivery, event, received),
-                );
+                let context = context.clone();
+                lanes.submit(key, async move {
+                    delivery::handle(context, delivery, event, received).await;
+                    drop(started);
+                });
             }
-            Some(Err(e)) => break Err(e.to_string()),
-            None => break Err("consumer cancelled by the broker".to_string()),
+            // Read from a partition being handed over: it returns to the queue.
+            (Some(Ok(_)), None) => {}
+            (Some(Err(e)), _) => break Err(e.to_string()),
+            (None, _) if partitions.expected_end_of(incoming.partition, incoming.generation) => {}
+            (None, _) => break Err("consumer cancelled by the broker".to_string()),
         }
     };
     drop(consuming);
@@ -169,6 +155,7 @@ pub async fn consume(
     {
         tracing::warn!(plugin = %subscriber.name, timeout = ?config.shutdown_timeout, "in-flight deliveries did not finish in time; they will be redelivered");
     }
+    partitions.close(CLOSE_TIMEOUT).await;
     let close = channel.close(200, "eventhost consumer stopping".into());
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     ended.map_err(|reason| ConsumeError::Lost {

@@ -29,6 +29,8 @@ pub struct ServeWorld {
     http: reqwest::Client,
     /// Extra environment of the host process (`FAILPOINTS`, say).
     pub env: Vec<(String, String)>,
+    /// A peer's: the plugin directory of the world it joined.
+    shared_plugins: Option<PathBuf>,
 }
 
 /// Settings a test adds to the generated config, each a TOML fragment for its section.
@@ -147,6 +149,7 @@ listen = "127.0.0.1:{auth_port}"
             config,
             plugins: plugins.iter().map(|p| p.replace('_', "-")).collect(),
             scratch: Some(scratch),
+            shared_plugins: None,
             child: None,
             http: reqwest::Client::new(),
             env: extra
@@ -163,6 +166,42 @@ listen = "127.0.0.1:{auth_port}"
         world
     }
 
+    /// Another host on this world's database, broker names and plugin directory, with
+    /// its own HTTP ports, config file and log; not started yet. The world keeps owning
+    /// what they share: a peer's `finish` only stops it.
+    pub fn peer(&self) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (api_port, auth_port) = (free_port(), free_port());
+        let port = |url: &str| url.rsplit(':').next().unwrap_or_default().to_string();
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let text = text
+            .replace(
+                &format!("127.0.0.1:{}", port(&self.api)),
+                &format!("127.0.0.1:{api_port}"),
+            )
+            .replace(
+                &format!("127.0.0.1:{}", port(&self.auth)),
+                &format!("127.0.0.1:{auth_port}"),
+            );
+        let config = dir.path().join("eventhost.toml");
+        std::fs::write(&config, text).expect("write config");
+        Self {
+            pool: self.pool.clone(),
+            exchange: self.exchange.clone(),
+            prefix: self.prefix.clone(),
+            api: format!("http://127.0.0.1:{api_port}"),
+            auth: format!("http://127.0.0.1:{auth_port}"),
+            shared_plugins: Some(self.plugin_dir()),
+            dir,
+            config,
+            plugins: Vec::new(),
+            scratch: None,
+            child: None,
+            http: self.http.clone(),
+            env: self.env.clone(),
+        }
+    }
+
     /// Drops a built plugin (file stem) into the running host's plugin directory; its
     /// queues are removed with the world's.
     pub fn add_plugin(&mut self, stem: &str) {
@@ -175,7 +214,10 @@ listen = "127.0.0.1:{auth_port}"
     }
 
     pub fn plugin_dir(&self) -> PathBuf {
-        self.dir.path().join("plugins")
+        match &self.shared_plugins {
+            Some(dir) => dir.clone(),
+            None => self.dir.path().join("plugins"),
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -459,6 +501,9 @@ listen = "127.0.0.1:{auth_port}"
     pub async fn finish(mut self) {
         if self.child.is_some() {
             self.terminate();
+        }
+        if self.scratch.is_none() {
+            return; // a peer: the world it joined cleans up
         }
         if let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
             if let Ok(channel) = conn.create_channel().await {
