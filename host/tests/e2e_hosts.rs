@@ -114,6 +114,12 @@ async fn three_hosts_share_the_partitions_and_keep_each_users_order_through_a_ki
             first.kill9();
         }
     }
+    // The first host started alone and took every partition; it gave some up.
+    assert!(
+        first.log().contains("partition handed over"),
+        "no partition was handed over:\n{}",
+        first.log()
+    );
     assert!(
         worked_before_kill >= 2,
         "only {worked_before_kill} host(s) had handled anything before the kill:\n{}",
