@@ -39,6 +39,7 @@ struct Inner {
     duplicates: PerPlugin,
     retried: PerPlugin,
     dead_lettered: PerPlugin,
+    parked: PerPlugin,
     durations: Durations,
     reload_failures: PerPlugin,
     outbox_pending: Gauge,
@@ -68,6 +69,7 @@ impl Default for Metrics {
         let duplicates = PerPlugin::default();
         let retried = PerPlugin::default();
         let dead_lettered = PerPlugin::default();
+        let parked = PerPlugin::default();
         let durations = Durations::new_with_constructor(handler_buckets);
         let reload_failures = PerPlugin::default();
         let outbox_pending = Gauge::default();
@@ -107,6 +109,11 @@ impl Default for Metrics {
             "plugin_dead_lettered",
             "Deliveries sent to the plugin's dead-letter queue",
             dead_lettered.clone(),
+        );
+        r.register(
+            "plugin_parked",
+            "Deliveries parked in the dead-letter queue behind their aggregate's dead letter (on_dead_letter = hold)",
+            parked.clone(),
         );
         r.register(
             "plugin_handler_duration_seconds",
@@ -150,6 +157,7 @@ impl Default for Metrics {
                 duplicates,
                 retried,
                 dead_lettered,
+                parked,
                 durations,
                 reload_failures,
                 outbox_pending,
@@ -171,6 +179,7 @@ pub enum Disposition {
     Duplicate,
     Retried,
     DeadLettered,
+    Parked,
 }
 
 impl Metrics {
@@ -180,6 +189,7 @@ impl Metrics {
             Disposition::Duplicate => &self.inner.duplicates,
             Disposition::Retried => &self.inner.retried,
             Disposition::DeadLettered => &self.inner.dead_lettered,
+            Disposition::Parked => &self.inner.parked,
         }
     }
 

@@ -4,7 +4,8 @@ use super::args::ConfigArgs;
 use anyhow::{Context, Result};
 use eventhost::broker::{self, topology::PluginQueues};
 use eventhost::consumer::dead_letters::{self, DeadLetter, Selection};
-use eventhost::PluginName;
+use eventhost::consumer::holds;
+use eventhost::{database, PluginName};
 use std::process::ExitCode;
 
 #[derive(clap::Subcommand)]
@@ -30,6 +31,25 @@ pub enum DlqCommand {
         #[arg(long = "id", value_name = "EVENT_ID")]
         ids: Vec<String>,
     },
+    /// Aggregates held behind a dead letter (`consumer.on_dead_letter = "hold"`).
+    Holds {
+        plugin: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give up on an aggregate's dead letter: its later events go on without it (replay
+    /// the parked ones with --id to run them).
+    Release {
+        plugin: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The aggregate, as `dlq holds` shows it (`<aggregate type>/<id>`).
+        #[arg(long, value_name = "AGGREGATE")]
+        aggregate: String,
+    },
 }
 
 pub async fn run(command: DlqCommand) -> Result<ExitCode> {
@@ -45,6 +65,64 @@ pub async fn run(command: DlqCommand) -> Result<ExitCode> {
             all,
             ids,
         } => replay(&config, &plugin, all, &ids).await,
+        DlqCommand::Holds {
+            plugin,
+            config,
+            json,
+        } => holds(&config, &plugin, json).await,
+        DlqCommand::Release {
+            plugin,
+            config,
+            aggregate,
+        } => release(&config, &plugin, &aggregate).await,
+    }
+}
+
+async fn database(args: &ConfigArgs, plugin: &str) -> Result<(sqlx::PgPool, PluginName)> {
+    let config = args.load()?;
+    let name = PluginName::parse(plugin).map_err(anyhow::Error::msg)?;
+    let pool = database::connect(&config.database_url, 1).await?;
+    Ok((pool, name))
+}
+
+async fn holds(args: &ConfigArgs, plugin: &str, json: bool) -> Result<ExitCode> {
+    let (pool, name) = database(args, plugin).await?;
+    let held = holds::list(&pool, name.as_str())
+        .await
+        .context("reading the held aggregates")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&held)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<40}  {:<36}  {:<25}  reason",
+        "aggregate", "head (dead letter)", "since"
+    );
+    for h in &held {
+        let since = h
+            .held_since
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        println!(
+            "{:<40}  {:<36}  {since:<25}  {}",
+            h.aggregate, h.head_event_id, h.reason
+        );
+    }
+    println!("{} aggregate(s) held for {name}", held.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit 1 when the aggregate was not held.
+async fn release(args: &ConfigArgs, plugin: &str, aggregate: &str) -> Result<ExitCode> {
+    let (pool, name) = database(args, plugin).await?;
+    let released = holds::release(&pool, name.as_str(), aggregate)
+        .await
+        .context("releasing the aggregate")?;
+    if released {
+        println!("released {aggregate} for {name}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{aggregate} is not held for {name}");
+        Ok(ExitCode::from(1))
     }
 }
 
@@ -98,27 +176,47 @@ async fn replay(args: &ConfigArgs, plugin: &str, all: bool, ids: &[String]) -> R
     if all != ids.is_empty() {
         anyhow::bail!("say what to replay: --all, or one or more --id EVENT_ID");
     }
+    let (pool, _) = database(args, plugin).await?;
     let (connection, name, queues) = open(args, plugin).await?;
     let selection = if all {
         Selection::All
     } else {
         Selection::EventIds(ids.to_vec())
     };
-    let replayed = dead_letters::replay(&connection, name.as_str(), &queues, &selection).await?;
+    let held = holds::list(&pool, name.as_str())
+        .await
+        .context("reading the held aggregates")?
+        .into_iter()
+        .map(|hold| hold.head_event_id.to_string())
+        .collect();
+    let done = dead_letters::replay(&connection, name.as_str(), &queues, &selection, &held).await?;
     let _ = connection.close(200, "done".into()).await;
+    let replayed = done.replayed;
+    for letter in &done.waiting {
+        let id = letter.event_id.as_deref().unwrap_or("-");
+        let head = letter.held_behind.as_deref().unwrap_or("-");
+        println!("left {id} in place: it waits behind dead letter {head}, still held (replay that one, or `dlq release` its aggregate)");
+    }
     println!(
         "replayed {} dead letter(s) to {}",
         replayed.len(),
         queues.entry
     );
-    let missing: Vec<&String> = ids
-        .iter()
-        .filter(|id| !replayed.iter().any(|l| l.event_id.as_ref() == Some(*id)))
-        .collect();
-    if missing.is_empty() {
+    let parked = replayed.iter().filter(|l| l.held_behind.is_some()).count();
+    if parked > 0 {
+        println!("({parked} of them parked behind a held aggregate's dead letter)");
+    }
+    let seen = |id: &&String| {
+        let found = |l: &DeadLetter| l.event_id.as_ref() == Some(*id);
+        replayed.iter().any(found) || done.waiting.iter().any(found)
+    };
+    let missing: Vec<&String> = ids.iter().filter(|id| !seen(id)).collect();
+    if !missing.is_empty() {
+        eprintln!("not found in {}: {missing:?}", queues.dead);
+    }
+    if missing.is_empty() && done.waiting.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("not found in {}: {missing:?}", queues.dead);
         Ok(ExitCode::from(1))
     }
 }

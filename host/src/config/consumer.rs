@@ -42,6 +42,10 @@ pub struct ConsumerConfig {
     /// Delays before the 1st, 2nd, ... retry; the last one repeats.
     #[serde(deserialize_with = "durations")]
     pub retry_delays: Vec<Duration>,
+    /// What an aggregate's later events do once one of its events became a dead letter:
+    /// `go-on` (they are handled as usual) or `hold` (they are parked in the dead-letter
+    /// queue behind it, in order, until it is replayed and handled or released).
+    pub on_dead_letter: DeadLetterMode,
     /// On shutdown, how long in-flight deliveries may take to finish before the
     /// process exits anyway (they are then redelivered; the inbox drops the repeats).
     #[serde(with = "humantime_serde")]
@@ -69,6 +73,7 @@ impl Default for ConsumerConfig {
             max_attempts: 5,
             retry: RetryMode::InPlace,
             retry_delays: [1, 5, 30, 120].map(Duration::from_secs).to_vec(),
+            on_dead_letter: DeadLetterMode::GoOn,
             shutdown_timeout: Duration::from_secs(30),
             load_timeout: Duration::from_secs(60),
             max_crashes: 3,
@@ -131,6 +136,13 @@ impl ConsumerConfig {
 pub enum RetryMode {
     InPlace,
     Queue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeadLetterMode {
+    GoOn,
+    Hold,
 }
 
 /// The host's own HTTP API: plugin reads, health, metrics, admin.

@@ -6,7 +6,7 @@ mod outbox;
 pub mod redact;
 mod runtime;
 
-pub use consumer::{ConsumerConfig, HttpConfig, RetryMode, Secret};
+pub use consumer::{ConsumerConfig, DeadLetterMode, HttpConfig, RetryMode, Secret};
 pub use outbox::{AuthServiceConfig, BrokerConfig, RelayConfig};
 pub use runtime::{AuthBackend, Limits};
 
@@ -231,6 +231,18 @@ mod tests {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn dead_letter_mode_parses_and_a_wrong_one_names_its_field() {
+        let config = Config::parse("[consumer]\non_dead_letter = \"hold\"\n").unwrap();
+        assert_eq!(config.consumer.on_dead_letter, super::DeadLetterMode::Hold);
+        let default = Config::parse("").unwrap();
+        assert_eq!(default.consumer.on_dead_letter, super::DeadLetterMode::GoOn);
+        let err = Config::parse("[consumer]\non_dead_letter = \"wait\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("on_dead_letter"), "{err}");
     }
 
     #[test]

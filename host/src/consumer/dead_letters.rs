@@ -11,6 +11,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use serde::Serialize;
+use std::collections::HashSet;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeadLetter {
@@ -20,6 +21,9 @@ pub struct DeadLetter {
     pub attempts: u32,
     pub error: String,
     pub failed_at: Option<String>,
+    /// Parked behind this dead letter (`on_dead_letter = "hold"`): replaying that one
+    /// replays this one after it.
+    pub held_behind: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +53,10 @@ impl Selection {
     fn takes(&self, letter: &DeadLetter) -> bool {
         match self {
             Self::All => true,
-            Self::EventIds(ids) => letter.event_id.as_ref().is_some_and(|id| ids.contains(id)),
+            Self::EventIds(ids) => [&letter.event_id, &letter.held_behind]
+                .into_iter()
+                .flatten()
+                .any(|id| ids.contains(id)),
         }
     }
 }
@@ -79,6 +86,7 @@ fn describe(delivery: &lapin::message::Delivery) -> DeadLetter {
         attempts: headers::attempts(properties),
         error: headers::text(properties, headers::ERROR).unwrap_or_default(),
         failed_at: headers::text(properties, headers::FAILED_AT),
+        held_behind: headers::text(properties, headers::HELD_BEHIND),
     }
 }
 
@@ -140,14 +148,27 @@ pub async fn list(
     Ok(letters)
 }
 
-/// Puts the selected dead letters back on the plugin's queue; returns them.
+/// What a replay did.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    pub replayed: Vec<DeadLetter>,
+    /// Selected but left in the queue: parked behind a head that is still held and was
+    /// not replayed before them (they would only be parked again, out of order).
+    pub waiting: Vec<DeadLetter>,
+}
+
+/// Puts the selected dead letters back on the plugin's entry, in queue order. A parked
+/// letter goes only behind its head (replaying a head replays what is parked behind it)
+/// or once its aggregate is no longer held: `held` are the heads held now.
 pub async fn replay(
     connection: &Connection,
     plugin: &str,
     queues: &PluginQueues,
     selection: &Selection,
-) -> Result<Vec<DeadLetter>, DeadLetterError> {
-    let mut replayed = Vec::new();
+    held: &HashSet<String>,
+) -> Result<Replayed, DeadLetterError> {
+    let mut done = Replayed::default();
+    let mut heads_sent = HashSet::new();
     walk(
         connection,
         plugin,
@@ -155,6 +176,12 @@ pub async fn replay(
         async |channel, delivery, letter| {
             if !selection.takes(&letter) {
                 return Ok(false);
+            }
+            if let Some(head) = &letter.held_behind {
+                if held.contains(head) && !heads_sent.contains(head) {
+                    done.waiting.push(letter);
+                    return Ok(false);
+                }
             }
             let properties = headers::replayed(&delivery.properties);
             publish_confirmed(
@@ -168,10 +195,13 @@ pub async fn replay(
                 queue: queues.entry.clone(),
                 reason,
             })?;
-            replayed.push(letter);
+            if let Some(id) = &letter.event_id {
+                heads_sent.insert(id.clone());
+            }
+            done.replayed.push(letter);
             Ok(true)
         },
     )
     .await?;
-    Ok(replayed)
+    Ok(done)
 }

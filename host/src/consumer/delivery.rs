@@ -36,6 +36,9 @@ pub struct Context {
     /// a waiting delivery give its slot to other aggregates. `None`: through the retry
     /// queues.
     pub retry: Option<(Vec<Duration>, Gate)>,
+    /// `consumer.on_dead_letter = "hold"`: an aggregate with a dead letter is held
+    /// (see [`super::holds`]).
+    pub hold: bool,
 }
 
 /// Where a delivery goes once the plugin is done with it.
@@ -50,6 +53,12 @@ enum Verdict {
         attempts: u32,
         error: String,
     },
+    /// Its aggregate is held behind the dead letter `head`: parked in the dead-letter
+    /// queue behind it, not run.
+    Parked {
+        attempts: u32,
+        head: uuid::Uuid,
+    },
     /// Leave it in the queue (shutting down while the database is unreachable).
     Requeue,
 }
@@ -57,12 +66,13 @@ enum Verdict {
 /// The aggregate a delivery belongs to, for ordering; `None` for unparseable bodies.
 pub fn parse(delivery: &Delivery) -> (Option<String>, Result<Event, String>) {
     match Event::from_json_bytes(&delivery.data) {
-        Ok(event) => (
-            Some(format!("{}/{}", event.aggregate_type, event.subject)),
-            Ok(event),
-        ),
+        Ok(event) => (Some(aggregate(&event)), Ok(event)),
         Err(e) => (None, Err(format!("malformed event: {e}"))),
     }
+}
+
+fn aggregate(event: &Event) -> String {
+    format!("{}/{}", event.aggregate_type, event.subject)
 }
 
 /// How long a delivery may stay unacknowledged through in-place retries (counted from
@@ -97,14 +107,9 @@ pub async fn handle(
         }
         Ok(event) => {
             let span = tracing::info_span!("deliver", plugin = %ctx.plugin, event_id = %event.id, routing_key = %event.event_type);
-            let verdict = async {
-                match again {
-                    true => redelivered(&ctx, &event, failed_before, received).await,
-                    false => run(&ctx, &event, failed_before, received).await,
-                }
-            }
-            .instrument(span.clone())
-            .await;
+            let verdict = decide(&ctx, &event, failed_before, received, again)
+                .instrument(span.clone())
+                .await;
             (verdict, span, again.then_some(event.id))
         }
     };
@@ -112,6 +117,80 @@ pub async fn handle(
     if let Some(id) = noted {
         // Settled or put back on purpose: either way the host did not die on it.
         super::crashes::settled(&ctx.pool, &ctx.plugin, &id).await;
+    }
+}
+
+/// Runs the event unless its aggregate is held; with holds on, a dead letter holds its
+/// aggregate and a handled head releases it, both before the delivery is settled.
+async fn decide(
+    ctx: &Context,
+    event: &Event,
+    failed_before: u32,
+    received: Instant,
+    again: bool,
+) -> Verdict {
+    use super::holds::{self, Check};
+    let aggregate = aggregate(event);
+    let mut head = false;
+    if ctx.hold {
+        let check = durably(ctx, "read the aggregate's hold", || {
+            holds::check(&ctx.pool, &ctx.plugin, &aggregate, &event.id)
+        });
+        match check.await {
+            Some(Check::Free) => {}
+            Some(Check::Head) => head = true,
+            Some(Check::Behind(head)) => {
+                let attempts = failed_before;
+                return Verdict::Parked { attempts, head };
+            }
+            None => return Verdict::Requeue,
+        }
+    }
+    let verdict = match again {
+        true => redelivered(ctx, event, failed_before, received).await,
+        false => run(ctx, event, failed_before, received).await,
+    };
+    let noted = match &verdict {
+        Verdict::Dead { error, .. } if ctx.hold => {
+            durably(ctx, "hold the aggregate", || {
+                holds::hold(&ctx.pool, &ctx.plugin, &aggregate, &event.id, error)
+            })
+            .await
+        }
+        Verdict::Ack if head => {
+            tracing::info!(%aggregate, "dead letter handled; its aggregate goes on");
+            durably(ctx, "release the aggregate", || {
+                holds::handled(&ctx.pool, &ctx.plugin, &aggregate, &event.id)
+            })
+            .await
+        }
+        _ => Some(()),
+    };
+    match noted {
+        Some(()) => verdict,
+        None => Verdict::Requeue,
+    }
+}
+
+/// Runs a database step the delivery's order depends on until it succeeds; `None` when
+/// the host stops first (the delivery then goes back to the queue).
+async fn durably<T, F, Fut>(ctx: &Context, what: &str, mut step: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    loop {
+        match step().await {
+            Ok(value) => return Some(value),
+            Err(error) => {
+                tracing::warn!(%error, "could not {what}; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next()) => {}
+                    _ = ctx.shutdown.cancelled() => return None,
+                }
+            }
+        }
     }
 }
 
@@ -246,7 +325,7 @@ async fn settle(ctx: &Context, delivery: Delivery, verdict: Verdict) {
                 .retry_queue(*attempts)
                 .unwrap_or(&ctx.queues.dead);
             tracing::info!(%error, attempts, retry_queue = queue, "delivery failed; will retry");
-            Some((queue, Disposition::Retried, *attempts, error))
+            Some((queue, Disposition::Retried, *attempts, error.clone()))
         }
         Verdict::Dead { attempts, error } => {
             tracing::warn!(%error, attempts, dead_letter_queue = %ctx.queues.dead, "dead-lettering");
@@ -254,12 +333,25 @@ async fn settle(ctx: &Context, delivery: Delivery, verdict: Verdict) {
                 ctx.queues.dead.as_str(),
                 Disposition::DeadLettered,
                 *attempts,
+                error.clone(),
+            ))
+        }
+        Verdict::Parked { attempts, head } => {
+            tracing::info!(%head, dead_letter_queue = %ctx.queues.dead, "aggregate held behind a dead letter; parking the delivery");
+            let error = format!("held: its aggregate waits behind dead letter {head}");
+            Some((
+                ctx.queues.dead.as_str(),
+                Disposition::Parked,
+                *attempts,
                 error,
             ))
         }
     };
     if let Some((queue, disposition, attempts, error)) = forward {
-        let properties = headers::failed(&delivery, &ctx.plugin, attempts, error);
+        let mut properties = headers::failed(&delivery, &ctx.plugin, attempts, &error);
+        if let Verdict::Parked { head, .. } = &verdict {
+            properties = headers::parked(properties, head);
+        }
         if let Err(error) =
             publish_confirmed(&ctx.channel, To::Queue(queue), &delivery.data, properties).await
         {

@@ -11,6 +11,8 @@ pub const ERROR: &str = "x-eventhost-error";
 pub const PLUGIN: &str = "x-eventhost-plugin";
 pub const FAILED_AT: &str = "x-eventhost-failed-at";
 pub const ROUTING_KEY: &str = "x-eventhost-routing-key";
+/// On a parked message (`on_dead_letter = "hold"`): the dead letter it waits behind.
+pub const HELD_BEHIND: &str = "x-eventhost-held-behind";
 
 const PERSISTENT: u8 = 2;
 /// Error texts are cut here so a huge trap message cannot bloat every copy.
@@ -62,6 +64,14 @@ pub fn failed(delivery: &Delivery, plugin: &str, attempts: u32, error: &str) -> 
         .clone()
         .with_headers(table)
         .with_delivery_mode(PERSISTENT)
+}
+
+/// A parked message's properties: the failure headers plus the head it waits behind.
+pub fn parked(properties: BasicProperties, head: &uuid::Uuid) -> BasicProperties {
+    let mut table = properties.headers().clone().unwrap_or_default();
+    let head = AMQPValue::LongString(LongString::from(head.to_string()));
+    table.insert(ShortString::from(HELD_BEHIND), head);
+    properties.with_headers(table)
 }
 
 /// The properties a replayed dead letter goes back with: its failure headers dropped, so

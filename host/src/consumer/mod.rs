@@ -8,6 +8,7 @@ mod crashes;
 pub mod dead_letters;
 mod delivery;
 pub mod headers;
+pub mod holds;
 mod lanes;
 mod partitions;
 mod queue;

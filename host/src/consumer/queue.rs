@@ -9,7 +9,7 @@ use super::partitions::Partitions;
 use super::{bindings, Settings, Subscriber};
 use crate::broker::topology::PluginQueues;
 use crate::broker::{self, BrokerError};
-use crate::config::RetryMode;
+use crate::config::{DeadLetterMode, RetryMode};
 use lapin::Connection;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -99,6 +99,7 @@ pub async fn consume(
             RetryMode::InPlace => Some((config.retry_delays.clone(), lanes.gate())),
             RetryMode::Queue => None,
         },
+        hold: config.on_dead_letter == DeadLetterMode::Hold,
     });
     let panicked = lanes.panicked();
     let mut share = tokio::time::interval(SHARE_EVERY);
