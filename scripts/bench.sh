@@ -5,6 +5,7 @@
 #   bash scripts/bench.sh relay    outbox relay throughput and latency (issue 4)
 #   bash scripts/bench.sh pipeline end to end through both plugins, WASM vs native (issue 5)
 #   bash scripts/bench.sh memory   host RSS while a plugin asks for 1 GiB of rows (issue 11)
+#   bash scripts/bench.sh hosts    1, 2 and 3 serve processes; failover after SIGKILL (issue 13)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
@@ -23,4 +24,8 @@ fi
 if [[ "$which" == all || "$which" == memory ]]; then
   bash scripts/build-plugins.sh
   cargo bench --locked -p eventhost --bench memory
+fi
+if [[ "$which" == all || "$which" == hosts ]]; then
+  bash scripts/build-plugins.sh
+  cargo bench --locked -p eventhost --bench hosts
 fi
