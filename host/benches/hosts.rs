@@ -41,7 +41,7 @@ fn created(user: Uuid) -> NewEvent {
     NewEvent::new(
         "bench-hosts",
         "user",
-        &user.to_string(),
+        user.to_string(),
         "user.created",
         data,
     )
@@ -71,9 +71,10 @@ async fn handled(host: &ServeWorld) -> f64 {
 /// Starts `n` hosts and, under a steady trickle of events (a host only counts the
 /// partitions it is seen active on), waits until the first (which took every partition)
 /// handed over enough of them for the others' fair shares; then lets the trickle drain.
-async fn hosts(n: usize, consumer: &str) -> Vec<ServeWorld> {
+async fn hosts(n: usize, partitions: usize) -> Vec<ServeWorld> {
+    let consumer = format!("partitions = {partitions}");
     let extra = Extra {
-        consumer,
+        consumer: &consumer,
         ..Extra::default()
     };
     let first = ServeWorld::start_with(&PLUGINS, extra).await;
@@ -83,11 +84,6 @@ async fn hosts(n: usize, consumer: &str) -> Vec<ServeWorld> {
         peer.spawn().await;
         all.push(peer);
     }
-    let partitions: usize = consumer
-        .lines()
-        .find_map(|l| l.strip_prefix("partitions = "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(4);
     let owed = (partitions - partitions.div_ceil(n)) * PLUGINS.len();
     let stop = tokio_util::sync::CancellationToken::new();
     let trickle = steady(&all[0], stop.clone());
@@ -123,8 +119,7 @@ struct Round {
 }
 
 async fn throughput(n: usize, events: usize) -> Round {
-    let consumer = format!("partitions = {PARTITIONS}");
-    let all = hosts(n, &consumer).await;
+    let all = hosts(n, PARTITIONS).await;
     let batch: Vec<NewEvent> = (0..events).map(|_| created(Uuid::new_v4())).collect();
     let mut before = Vec::new();
     for host in &all {
@@ -177,7 +172,7 @@ fn steady(
 
 /// Kill → next effect, `kills` times; the killed host returns as the standby.
 async fn failover(kills: usize) -> Vec<Duration> {
-    let mut all = hosts(2, "partitions = 1").await;
+    let mut all = hosts(2, 1).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let writer = steady(&all[0], stop.clone());
     let mut active = 0;

@@ -20,7 +20,7 @@ const WAIT: Duration = Duration::from_secs(180);
 /// order, so the last writer differs per user. Returns the events and the final state.
 fn lifecycle(user: Uuid, variant: usize) -> (Vec<NewEvent>, (String, bool)) {
     let event = |event_type: &str, data: serde_json::Value| {
-        NewEvent::new("e2e-hosts", "user", &user.to_string(), event_type, data)
+        NewEvent::new("e2e-hosts", "user", user.to_string(), event_type, data)
     };
     let roles = ["bidder", "seller", "admin", "viewer"];
     let mut role = roles[variant % roles.len()].to_string();

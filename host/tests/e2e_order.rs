@@ -156,3 +156,33 @@ async fn with_hold_a_dead_letter_holds_its_aggregate_until_it_is_replayed() {
     assert_eq!(out.trim(), "[]");
     world.finish().await;
 }
+
+/// An aggregate key PostgreSQL cannot store (a NUL character) cannot be held: its dead
+/// letter still becomes a dead letter and its later events go on, instead of the
+/// delivery waiting forever on a statement that can never succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_hold_an_aggregate_key_postgres_refuses_goes_on() {
+    let world = ServeWorld::start_with(
+        &["probe"],
+        Extra {
+            consumer: "on_dead_letter = \"hold\"",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let subject = "nul\u{0}key";
+    let (failing, next) = (Uuid::new_v4(), Uuid::new_v4());
+    for (id, event_type) in [(failing, "probe.permanent"), (next, "probe.insert")] {
+        let body = cloud_event(id, event_type, subject, json!({}));
+        world
+            .publish(event_type, &body, Some(&id.to_string()))
+            .await;
+    }
+    world
+        .wait_metric("eventhost_plugin_dead_lettered_total", "probe", 1.0, WAIT)
+        .await;
+    world.wait_count(&note(next), 1, WAIT).await;
+    let (_, out) = world.cli(&["dlq", "holds", "probe", "--json"]);
+    assert_eq!(out.trim(), "[]");
+    world.finish().await;
+}

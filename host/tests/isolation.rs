@@ -436,7 +436,7 @@ async fn a_schema_left_by_an_earlier_role_is_handed_over_and_a_strangers_is_refu
     for ddl in [
         format!("CREATE ROLE {legacy} LOGIN"),
         format!("CREATE SCHEMA plugin_probe AUTHORIZATION {legacy}"),
-        format!("CREATE TABLE plugin_probe.kept (x int)"),
+        "CREATE TABLE plugin_probe.kept (x int)".to_string(),
         format!("ALTER TABLE plugin_probe.kept OWNER TO {legacy}"),
     ] {
         sqlx::query(&ddl).execute(&host.pool).await.unwrap();

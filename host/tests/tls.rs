@@ -210,8 +210,7 @@ async fn postgres_verify_full_carries_the_host_and_every_plugin_session() {
     assert!(plain.is_err(), "a plain connection was accepted");
     let unknown = eventhost::database::connect(&cluster.url("sslmode=verify-full"), 1)
         .await
-        .err()
-        .expect("an unknown CA is refused")
+        .expect_err("an unknown CA is refused")
         .to_string();
     assert_untrusted(&unknown);
 
@@ -289,8 +288,7 @@ async fn amqps_verifies_the_broker_with_the_ca_file_and_never_falls_back_to_plai
 
     let unknown = broker::connect(&config(tls_url, None), "tls test")
         .await
-        .err()
-        .expect("an unknown CA is refused")
+        .expect_err("an unknown CA is refused")
         .to_string();
     assert_untrusted(&unknown);
     // amqps:// at a plain port fails: TLS is never silently skipped.

@@ -3,6 +3,7 @@
 use super::args::ConfigArgs;
 use anyhow::{Context, Result};
 use eventhost::broker::{self, topology::PluginQueues};
+use eventhost::config::Config;
 use eventhost::consumer::dead_letters::{self, DeadLetter, Selection};
 use eventhost::consumer::holds;
 use eventhost::{database, PluginName};
@@ -78,15 +79,20 @@ pub async fn run(command: DlqCommand) -> Result<ExitCode> {
     }
 }
 
-async fn database(args: &ConfigArgs, plugin: &str) -> Result<(sqlx::PgPool, PluginName)> {
+/// The config and the plugin's name, checked.
+fn load(args: &ConfigArgs, plugin: &str) -> Result<(Config, PluginName)> {
     let config = args.load()?;
     let name = PluginName::parse(plugin).map_err(anyhow::Error::msg)?;
-    let pool = database::connect(&config.database_url, 1).await?;
-    Ok((pool, name))
+    Ok((config, name))
+}
+
+async fn database(config: &Config) -> Result<sqlx::PgPool> {
+    Ok(database::connect(&config.database_url, 1).await?)
 }
 
 async fn holds(args: &ConfigArgs, plugin: &str, json: bool) -> Result<ExitCode> {
-    let (pool, name) = database(args, plugin).await?;
+    let (config, name) = load(args, plugin)?;
+    let pool = database(&config).await?;
     let held = holds::list(&pool, name.as_str())
         .await
         .context("reading the held aggregates")?;
@@ -113,7 +119,8 @@ async fn holds(args: &ConfigArgs, plugin: &str, json: bool) -> Result<ExitCode> 
 
 /// Exit 1 when the aggregate was not held.
 async fn release(args: &ConfigArgs, plugin: &str, aggregate: &str) -> Result<ExitCode> {
-    let (pool, name) = database(args, plugin).await?;
+    let (config, name) = load(args, plugin)?;
+    let pool = database(&config).await?;
     let released = holds::release(&pool, name.as_str(), aggregate)
         .await
         .context("releasing the aggregate")?;
@@ -126,17 +133,12 @@ async fn release(args: &ConfigArgs, plugin: &str, aggregate: &str) -> Result<Exi
     }
 }
 
-async fn open(
-    args: &ConfigArgs,
-    plugin: &str,
-) -> Result<(lapin::Connection, PluginName, PluginQueues)> {
-    let config = args.load()?;
-    let name = PluginName::parse(plugin).map_err(anyhow::Error::msg)?;
+async fn open(config: &Config, name: &PluginName) -> Result<(lapin::Connection, PluginQueues)> {
     let queues = PluginQueues::of(&config.consumer, name.as_str());
     let connection = broker::connect(&config.broker, "eventhost dlq")
         .await
         .context("connecting to RabbitMQ")?;
-    Ok((connection, name, queues))
+    Ok((connection, queues))
 }
 
 fn print(letters: &[DeadLetter], json: bool) -> Result<()> {
@@ -160,7 +162,8 @@ fn print(letters: &[DeadLetter], json: bool) -> Result<()> {
 
 /// Lists the plugin's dead letters without removing them.
 async fn list(args: &ConfigArgs, plugin: &str, json: bool) -> Result<ExitCode> {
-    let (connection, name, queues) = open(args, plugin).await?;
+    let (config, name) = load(args, plugin)?;
+    let (connection, queues) = open(&config, &name).await?;
     let letters = dead_letters::list(&connection, name.as_str(), &queues).await?;
     let _ = connection.close(200, "done".into()).await;
     print(&letters, json)?;
@@ -176,8 +179,9 @@ async fn replay(args: &ConfigArgs, plugin: &str, all: bool, ids: &[String]) -> R
     if all != ids.is_empty() {
         anyhow::bail!("say what to replay: --all, or one or more --id EVENT_ID");
     }
-    let (pool, _) = database(args, plugin).await?;
-    let (connection, name, queues) = open(args, plugin).await?;
+    let (config, name) = load(args, plugin)?;
+    let pool = database(&config).await?;
+    let (connection, queues) = open(&config, &name).await?;
     let selection = if all {
         Selection::All
     } else {

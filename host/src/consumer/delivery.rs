@@ -137,11 +137,15 @@ async fn decide(
             holds::check(&ctx.pool, &ctx.plugin, &aggregate, &event.id)
         });
         match check.await {
-            Some(Check::Free) => {}
-            Some(Check::Head) => head = true,
-            Some(Check::Behind(head)) => {
+            Some(Ok(Check::Free)) => {}
+            Some(Ok(Check::Head)) => head = true,
+            Some(Ok(Check::Behind(head))) => {
                 let attempts = failed_before;
                 return Verdict::Parked { attempts, head };
+            }
+            // A key PostgreSQL refuses can never have been held.
+            Some(Err(error)) => {
+                tracing::warn!(%error, "PostgreSQL refuses the aggregate's key; it cannot be held")
             }
             None => return Verdict::Requeue,
         }
@@ -152,29 +156,35 @@ async fn decide(
     };
     let noted = match &verdict {
         Verdict::Dead { error, .. } if ctx.hold => {
-            durably(ctx, "hold the aggregate", || {
-                holds::hold(&ctx.pool, &ctx.plugin, &aggregate, &event.id, error)
-            })
-            .await
+            let hold = || holds::hold(&ctx.pool, &ctx.plugin, &aggregate, &event.id, error);
+            durably(ctx, "hold the aggregate", hold).await
         }
         Verdict::Ack if head => {
-            tracing::info!(%aggregate, "dead letter handled; its aggregate goes on");
-            durably(ctx, "release the aggregate", || {
-                holds::handled(&ctx.pool, &ctx.plugin, &aggregate, &event.id)
-            })
-            .await
+            tracing::info!("dead letter handled; its aggregate goes on");
+            let release = || holds::handled(&ctx.pool, &ctx.plugin, &aggregate, &event.id);
+            durably(ctx, "release the aggregate", release).await
         }
-        _ => Some(()),
+        _ => Some(Ok(())),
     };
     match noted {
-        Some(()) => verdict,
+        Some(Ok(())) => verdict,
+        Some(Err(error)) => {
+            tracing::warn!(%error, "PostgreSQL refuses the aggregate's hold; its later events go on");
+            verdict
+        }
         None => Verdict::Requeue,
     }
 }
 
-/// Runs a database step the delivery's order depends on until it succeeds; `None` when
-/// the host stops first (the delivery then goes back to the queue).
-async fn durably<T, F, Fut>(ctx: &Context, what: &str, mut step: F) -> Option<T>
+/// A database step the delivery's order depends on, tried again while PostgreSQL is
+/// unreachable (not the event's fault); `None` when the host stops first (the delivery
+/// then goes back to the queue). Any other error is the step's answer: it would fail the
+/// same way again (an aggregate key with a NUL character, or too long for an index entry).
+async fn durably<T, F, Fut>(
+    ctx: &Context,
+    what: &str,
+    mut step: F,
+) -> Option<Result<T, sqlx::Error>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
@@ -182,15 +192,22 @@ where
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
         match step().await {
-            Ok(value) => return Some(value),
-            Err(error) => {
-                tracing::warn!(%error, "could not {what}; trying again");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next()) => {}
-                    _ = ctx.shutdown.cancelled() => return None,
+            Err(error) if !crate::database::reachable(&ctx.pool).await => {
+                tracing::warn!(%error, "PostgreSQL unreachable; could not {what}, trying again");
+                if !pause(ctx, &mut backoff).await {
+                    return None;
                 }
             }
+            done => return Some(done),
         }
+    }
+}
+
+/// Waits out the next backoff step; false when the host stops first.
+async fn pause(ctx: &Context, backoff: &mut Backoff) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(backoff.next()) => true,
+        _ = ctx.shutdown.cancelled() => false,
     }
 }
 
@@ -242,10 +259,10 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32, received: Instant
             // No room in the host right now is not the event's fault either.
             Outcome::Aborted(Abort::Capacity(error)) => {
                 tracing::warn!(%error, "no capacity for the delivery; holding it until there is");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next()) => continue,
-                    _ = ctx.shutdown.cancelled() => Verdict::Requeue,
+                if pause(ctx, &mut backoff).await {
+                    continue;
                 }
+                Verdict::Requeue
             }
             // PostgreSQL being down is not the event's fault: wait for it instead of
             // burning the event's attempts.
@@ -253,10 +270,10 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32, received: Instant
                 if !crate::database::reachable(&ctx.pool).await =>
             {
                 tracing::warn!(%error, "PostgreSQL unreachable; holding the delivery until it is back");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next()) => continue,
-                    _ = ctx.shutdown.cancelled() => Verdict::Requeue,
+                if pause(ctx, &mut backoff).await {
+                    continue;
                 }
+                Verdict::Requeue
             }
             other => {
                 let error = other.to_string();

@@ -68,7 +68,8 @@ pub async fn hold(
     .bind(plugin)
     .bind(aggregate)
     .bind(event.0)
-    .bind(reason)
+    // A plugin's reason may carry NUL characters, which PostgreSQL text cannot.
+    .bind(reason.replace('\0', ""))
     .execute(pool)
     .await?;
     Ok(())

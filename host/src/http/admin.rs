@@ -16,12 +16,12 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 /// Checks `Authorization: Bearer <token>` against the configured token, in constant time.
-pub fn authorize(configured: Option<&Secret>, headers: &HeaderMap) -> Result<(), Response> {
+pub fn authorize(configured: Option<&Secret>, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = configured else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "the admin API is disabled: set http.admin_token or EVENTHOST_ADMIN_TOKEN",
-        ));
+        )));
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -39,7 +39,7 @@ pub fn authorize(configured: Option<&Secret>, headers: &HeaderMap) -> Result<(),
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer"),
     );
-    Err(denied)
+    Err(Box::new(denied))
 }
 
 /// Compares the digests, so the time taken says nothing about where the values differ or
@@ -55,7 +55,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 pub async fn reload(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     if let Err(denied) = authorize(state.admin_token.as_ref(), &headers) {
-        return denied;
+        return *denied;
     }
     state.rescan.notify_one();
     (

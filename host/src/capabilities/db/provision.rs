@@ -89,11 +89,11 @@ pub async fn provision(
         .await
         .map_err(setup("?"))?;
     tx.execute(ROLE_LOCK_TIMEOUT).await.map_err(setup("?"))?;
-    seal_advisory_locks(&mut *tx).await?;
-    let id = identity(&mut *tx, plugin, &schema)
+    seal_advisory_locks(&mut tx).await?;
+    let id = identity(&mut tx, plugin, &schema)
         .await
         .map_err(setup("?"))?;
-    assert_role(&mut *tx, &id, limits).await?;
+    assert_role(&mut tx, &id, limits).await?;
     let owner: Option<String> =
         sqlx::query_scalar("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1")
             .bind(&id.schema)

@@ -247,7 +247,7 @@ pub async fn reassert(
     };
     let mut tx = admin.begin().await.map_err(failed)?;
     tx.execute(ROLE_LOCK_TIMEOUT).await.map_err(failed)?;
-    assert_role(&mut *tx, id, limits).await?;
+    assert_role(&mut tx, id, limits).await?;
     tx.commit().await.map_err(failed)
 }
 
