@@ -5,12 +5,12 @@
 pub mod auth;
 pub mod db;
 pub mod log;
+pub mod output;
+pub mod wasi;
 
 use crate::runtime::bindings::log::Level;
 use crate::runtime::limits::{CpuClock, InvocationLimiter};
 use crate::runtime::PluginName;
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Per-invocation state: lives exactly as long as the store of one event or one read.
 pub struct HostState {
@@ -24,11 +24,8 @@ pub struct HostState {
     pub log: log::LogBudget,
     /// What the plugin logged, kept for `plugin invoke` / fixtures (bounded).
     pub logs: Vec<(Level, String)>,
-    /// WASI is linked because every `wasm32-wasip2` std guest imports it, but the context
-    /// grants nothing: no preopened directories, no environment, no arguments, no
-    /// sockets, stdin empty and stdout/stderr discarded.
-    wasi: WasiCtx,
-    table: ResourceTable,
+    /// WASI with nothing granted, and the guest's captured stdout and stderr.
+    pub wasi: wasi::Wasi,
 }
 
 impl HostState {
@@ -39,9 +36,9 @@ impl HostState {
         auth: auth::AuthLookup,
         limiter: InvocationLimiter,
         log: log::LogBudget,
+        wasi: wasi::Wasi,
     ) -> Self {
         Self {
-            plugin,
             event_id,
             db,
             auth,
@@ -49,17 +46,8 @@ impl HostState {
             cpu: CpuClock::default(),
             log,
             logs: Vec::new(),
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-        }
-    }
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
+            wasi,
+            plugin,
         }
     }
 }

@@ -91,6 +91,10 @@ pub struct DbArgs {
 
 #[derive(Args)]
 pub struct SandboxArgs {
+    /// TOML configuration file whose `[limits]` and `auth` apply (the flags below win),
+    /// so a plugin is tested under the limits it will be served with.
+    #[arg(long, env = "EVENTHOST_CONFIG")]
+    config: Option<PathBuf>,
     /// Base URL of an external auth service for the `auth` import; default: the `users` table.
     #[arg(long, env = "EVENTHOST_AUTH_URL", hide_env_values = true)]
     auth_url: Option<String>,
@@ -109,8 +113,21 @@ pub struct SandboxArgs {
 }
 
 impl SandboxArgs {
-    pub fn limits(&self) -> eventhost::config::Limits {
-        let mut limits = eventhost::config::Limits::default();
+    /// The limits and auth backend: the config file's (or the defaults), then the flags.
+    pub fn sandbox(&self) -> anyhow::Result<(eventhost::config::Limits, AuthBackend)> {
+        let config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let auth = match &self.auth_url {
+            Some(url) => AuthBackend::Http {
+                url: url.clone(),
+                timeout: Duration::from_secs(2),
+                ca_file: None,
+            },
+            None => config.auth,
+        };
+        let mut limits = config.limits;
         if let Some(v) = self.cpu_time {
             limits.cpu_time = v;
         }
@@ -124,16 +141,8 @@ impl SandboxArgs {
             limits.statement_timeout = v;
         }
         limits
-    }
-
-    pub fn auth(&self) -> AuthBackend {
-        match &self.auth_url {
-            Some(url) => AuthBackend::Http {
-                url: url.clone(),
-                timeout: Duration::from_secs(2),
-                ca_file: None,
-            },
-            None => AuthBackend::Postgres,
-        }
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
+        Ok((limits, auth))
     }
 }

@@ -62,7 +62,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             db,
             sandbox,
         } => {
-            let (limits, auth) = (sandbox.limits(), sandbox.auth());
+            let (limits, auth) = sandbox.sandbox()?;
             invoke(&db.database_url, limits, auth, &plugin, &events).await
         }
         PluginCommand::Test {
@@ -72,7 +72,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             sandbox,
             keep_database,
         } => {
-            let (limits, auth) = (sandbox.limits(), sandbox.auth());
+            let (limits, auth) = sandbox.sandbox()?;
             test(
                 &db.database_url,
                 limits,

@@ -25,6 +25,11 @@ use std::time::Duration;
 ///   once, per kind of work; each plugin's share (plus one for loading) is reserved from
 ///   `max_instances` when it loads.
 /// * `db_connections` / `db_read_connections`: each plugin's own pools, one per kind.
+/// * `component_bytes`, `component_core_instances`, `component_memories`,
+///   `component_tables`: what one component may be made of, checked when it loads. The
+///   defaults admit what componentize-py and componentize-js produce (a Python component
+///   is ~18 MB of 14 core instances).
+/// * `output_bytes`: what the guest's stdout and stderr keep per invocation, each.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -66,6 +71,17 @@ pub struct Limits {
     pub read_headers: usize,
     /// Name plus value of one header of a read's answer.
     pub read_header_bytes: usize,
+    /// Size of a `.wasm` file the host agrees to load.
+    pub component_bytes: usize,
+    /// Core module instances in one component (the program, its libc, adapters, shims).
+    pub component_core_instances: u32,
+    /// Linear memories defined in one component.
+    pub component_memories: u32,
+    /// Tables defined in one component.
+    pub component_tables: u32,
+    /// Bytes of guest stdout, and of guest stderr, kept per invocation: the first half
+    /// and the last half, with the number of bytes skipped between them.
+    pub output_bytes: usize,
 }
 
 impl Default for Limits {
@@ -94,6 +110,11 @@ impl Default for Limits {
             read_body_bytes: 4 << 20,
             read_headers: 64,
             read_header_bytes: 8 << 10,
+            component_bytes: 64 << 20,
+            component_core_instances: 32,
+            component_memories: 2,
+            component_tables: 8,
+            output_bytes: 16 << 10,
         }
     }
 }
@@ -138,6 +159,14 @@ impl Limits {
             ("reason_bytes", self.reason_bytes),
             ("max_subscriptions", self.max_subscriptions),
             ("read_header_bytes", self.read_header_bytes),
+            ("component_bytes", self.component_bytes),
+            (
+                "component_core_instances",
+                self.component_core_instances as usize,
+            ),
+            ("component_memories", self.component_memories as usize),
+            ("component_tables", self.component_tables as usize),
+            ("output_bytes", self.output_bytes),
         ];
         for (field, value) in at_least_one {
             if value == 0 {
@@ -146,6 +175,22 @@ impl Limits {
         }
         if self.db_hosts > 1000 || self.role_connection_limit() > 100_000 {
             return Err("limits.db_hosts must be at most 1000, and (db_connections + db_read_connections + 1) × db_hosts at most 100000".into());
+        }
+        let per_component = [
+            ("component_core_instances", self.component_core_instances),
+            ("component_memories", self.component_memories),
+            ("component_tables", self.component_tables),
+        ];
+        for (field, value) in per_component {
+            if self
+                .max_instances
+                .checked_mul(value)
+                .is_none_or(|total| total > 1 << 20)
+            {
+                return Err(format!(
+                    "limits.max_instances × limits.{field} must be at most 1048576 (the pooling allocator reserves that many slots)"
+                ));
+            }
         }
         if self.db_work_mem_kib < 64 {
             return Err("limits.db_work_mem_kib must be at least 64 (PostgreSQL's minimum)".into());

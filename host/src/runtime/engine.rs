@@ -7,24 +7,23 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// Building blocks of a component built by `wasm32-wasip2` Rust: a handful of core
-/// instances (the program plus shims), one memory, a few tables.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
-const TABLES_PER_COMPONENT: u32 = 4;
 /// Released instance slots reset together (see `engine`).
 const DECOMMIT_BATCH: usize = 32;
 
 pub fn engine(limits: &Limits) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     let n = limits.max_instances;
+    // What one component may be made of; a Rust component has a handful of core
+    // instances, a Python or JavaScript one a dozen or more (see `Limits`). The products
+    // are bounded by `Limits::validate`.
     pool.total_component_instances(n)
-        .total_core_instances(n * CORE_INSTANCES_PER_COMPONENT)
-        .total_memories(n)
-        .total_tables(n * TABLES_PER_COMPONENT)
+        .total_core_instances(n * limits.component_core_instances)
+        .total_memories(n * limits.component_memories)
+        .total_tables(n * limits.component_tables)
         .total_stacks(n)
-        .max_memories_per_component(1)
-        .max_tables_per_component(TABLES_PER_COMPONENT)
-        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(limits.component_memories)
+        .max_tables_per_component(limits.component_tables)
+        .max_core_instances_per_component(limits.component_core_instances)
         .max_memory_size(limits.memory)
         .table_elements(limits.table_elements)
         // Every event gets a fresh instance, so slots are released at the event rate.
@@ -40,10 +39,12 @@ pub fn engine(limits: &Limits) -> wasmtime::Result<Engine> {
     Engine::new(&config)
 }
 
-/// Only the imports of the WIT world, plus WASI with nothing granted (see `HostState`).
+/// Only the imports of the WIT world, plus WASI (with `wasi:http`) granting nothing (see
+/// `capabilities::wasi`).
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     PluginWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
     Ok(linker)
 }

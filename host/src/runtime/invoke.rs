@@ -7,6 +7,7 @@ use super::share::Work;
 use super::{Abort, Outcome, Plugin};
 use crate::capabilities::db::{DbSession, ResultCaps};
 use crate::capabilities::log::{truncate, LogBudget};
+use crate::capabilities::wasi::Wasi;
 use crate::capabilities::HostState;
 use crate::event::Event;
 use std::time::{Duration, Instant};
@@ -167,21 +168,24 @@ impl Plugin {
     ) -> Result<(Vec<String>, Vec<super::bindings::migrations::Migration>), Outcome> {
         let _permit = self.share.enter(Work::Load).await;
         let mut store = self.new_store(Work::Load, None);
-        self.run(
-            &mut store,
-            Strict::No,
-            |_| false,
-            async |store, instance| {
-                let handler = self.handler.load(&mut *store, &instance)?;
-                let subscriptions = handler.call_subscriptions(&mut *store).await?;
-                let migrations = self.migrations.load(&mut *store, &instance)?;
-                Ok((
-                    subscriptions,
-                    migrations.call_migrations(&mut *store).await?,
-                ))
-            },
-        )
-        .await
+        let described = self
+            .run(
+                &mut store,
+                Strict::No,
+                |_| false,
+                async |store, instance| {
+                    let handler = self.handler.load(&mut *store, &instance)?;
+                    let subscriptions = handler.call_subscriptions(&mut *store).await?;
+                    let migrations = self.migrations.load(&mut *store, &instance)?;
+                    Ok((
+                        subscriptions,
+                        migrations.call_migrations(&mut *store).await?,
+                    ))
+                },
+            )
+            .await;
+        store.data().log_guest_output();
+        described
     }
 
     fn new_store(&self, work: Work, event_id: Option<String>) -> Store<HostState> {
@@ -211,6 +215,11 @@ impl Plugin {
             shared.auth.clone(),
             limiter,
             log,
+            Wasi::new(
+                self.name.clone(),
+                self.version().into(),
+                limits.output_bytes,
+            ),
         );
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -287,7 +296,12 @@ impl Plugin {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(error)) => {
                 let _ = store.data_mut().db.rollback().await;
-                Err(classify(error, self.runtime.inner.limits.reason_bytes))
+                let stderr = store.data().wasi.stderr.last_lines(STDERR_LINES_IN_REASON);
+                Err(classify(
+                    error,
+                    &stderr,
+                    self.runtime.inner.limits.reason_bytes,
+                ))
             }
             Err(_) => {
                 store.data_mut().db.abandon();
@@ -316,6 +330,7 @@ enum Strict {
 }
 
 fn take_logs(store: &mut Store<HostState>) -> Vec<(Level, String)> {
+    store.data().log_guest_output();
     let state = store.data_mut();
     let dropped = state.log.dropped();
     if dropped > 0 {
@@ -361,7 +376,22 @@ fn answer_fits(answer: &reader::Response, limits: &crate::config::Limits) -> Res
     Ok(())
 }
 
-fn classify(error: wasmtime::Error, reason_bytes: usize) -> Outcome {
+/// A trap's reason carries the end of the guest's stderr, where language runtimes put
+/// the traceback or the exception.
+const STDERR_LINES_IN_REASON: usize = 20;
+
+fn classify(error: wasmtime::Error, stderr: &[String], reason_bytes: usize) -> Outcome {
+    let with_stderr = |reason: String| {
+        let reason = if stderr.is_empty() {
+            reason
+        } else {
+            format!(
+                "{reason}; the plugin's stderr ended with:\n{}",
+                stderr.join("\n")
+            )
+        };
+        truncate(reason, reason_bytes)
+    };
     if let Some(violation) = error.downcast_ref::<Violation>() {
         return Outcome::Permanent(violation.0.clone());
     }
@@ -373,13 +403,15 @@ fn classify(error: wasmtime::Error, reason_bytes: usize) -> Outcome {
     }
     if let Some(trap) = error.downcast_ref::<Trap>() {
         let hint = match trap {
-            Trap::UnreachableCodeReached => " (a Rust plugin panicked or aborted)",
+            Trap::UnreachableCodeReached => {
+                " (the plugin panicked, aborted or raised an uncaught exception)"
+            }
             Trap::StackOverflow => " (unbounded recursion?)",
             _ => "",
         };
-        return Outcome::Aborted(Abort::Trap(format!("{trap}{hint}")));
+        return Outcome::Aborted(Abort::Trap(with_stderr(format!("{trap}{hint}"))));
     }
-    Outcome::Aborted(Abort::Host(truncate(format!("{error:#}"), reason_bytes)))
+    Outcome::Aborted(Abort::Host(with_stderr(format!("{error:#}"))))
 }
 
 impl From<&Event> for types::Event {

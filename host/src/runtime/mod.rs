@@ -2,6 +2,7 @@
 //! event or read in a fresh, limited store.
 
 pub mod bindings;
+pub mod component_limits;
 mod engine;
 mod invoke;
 pub mod limits;

@@ -2,6 +2,7 @@
 //! database identity, ask it for its subscriptions and migrations, apply those.
 
 use super::bindings::{handler, migrations, reader};
+use super::component_limits::{self, ComponentLimit};
 use super::share::{Share, ShareError, Work};
 use super::version::{self, VersionError};
 use super::{Abort, Outcome, PluginName, Runtime};
@@ -28,6 +29,8 @@ pub enum LoadError {
     Name(#[from] NameError),
     #[error("not a valid WebAssembly component: {0:#}")]
     Compile(wasmtime::Error),
+    #[error(transparent)]
+    TooLarge(#[from] ComponentLimit),
     #[error(transparent)]
     Version(#[from] VersionError),
     #[error("the component needs imports this host does not provide (plugins may import only eventhost:plugin and wasi:*): {0:#}")]
@@ -132,6 +135,11 @@ impl Plugin {
         &self.digest
     }
 
+    /// The first 12 hex digits of [`Plugin::digest`], as logs show the version.
+    pub fn version(&self) -> &str {
+        &self.digest[..12]
+    }
+
     /// The PostgreSQL schema holding the plugin's tables.
     pub fn schema(&self) -> &str {
         &self.identity.schema
@@ -145,7 +153,7 @@ impl Plugin {
 impl Runtime {
     /// Loads `path`, naming the plugin after the file (`user_stats.wasm` → `user-stats`).
     pub async fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
-        let (name, bytes) = read_named(path).await?;
+        let (name, bytes) = read_named(path, &self.inner.limits).await?;
         self.load(name, &bytes).await
     }
 
@@ -162,7 +170,7 @@ impl Runtime {
         deadline: Duration,
         cancel: &CancellationToken,
     ) -> Result<Plugin, LoadError> {
-        let (name, bytes) = read_named(path).await?;
+        let (name, bytes) = read_named(path, &self.inner.limits).await?;
         let backends = Backends::new(&self.inner.admin_pool);
         let ended = tokio::select! {
             loaded = self.load_tracked(name, &bytes, &backends) => return loaded,
@@ -180,6 +188,7 @@ impl Runtime {
         backends: &Backends,
     ) -> Result<Plugin, LoadError> {
         let shared = &self.inner;
+        component_limits::check_size(bytes.len() as u64, &shared.limits)?;
         let digest = hex::encode(Sha256::digest(bytes));
         // Cranelift is CPU-bound for up to seconds: keep it off the async workers.
         let engine = shared.engine.clone();
@@ -187,7 +196,10 @@ impl Runtime {
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
             .await
             .map_err(|e| LoadError::Compile(wasmtime::Error::msg(e.to_string())))?
-            .map_err(LoadError::Compile)?;
+            .map_err(|e| match component_limits::recognise(&e, &shared.limits) {
+                Some(limit) => LoadError::TooLarge(limit),
+                None => LoadError::Compile(e),
+            })?;
         version::check(&component, &shared.engine)?;
         let pre = shared
             .linker
@@ -259,19 +271,24 @@ impl Runtime {
     }
 }
 
-/// The plugin's name (from the file name) and the file's bytes.
-async fn read_named(path: &Path) -> Result<(PluginName, Vec<u8>), LoadError> {
+/// The plugin's name (from the file name) and the file's bytes; a file over
+/// `limits.component_bytes` is refused unread.
+async fn read_named(
+    path: &Path,
+    limits: &crate::config::Limits,
+) -> Result<(PluginName, Vec<u8>), LoadError> {
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     let name = PluginName::parse(stem).map_err(NameError)?;
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|source| LoadError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+    let unreadable = |source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let size = tokio::fs::metadata(path).await.map_err(unreadable)?.len();
+    component_limits::check_size(size, limits)?;
+    let bytes = tokio::fs::read(path).await.map_err(unreadable)?;
     Ok((name, bytes))
 }
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the pinned guest toolchains for Python and JavaScript plugins, once, outside the
+# clone (they are large and slow to fetch): componentize-py in a virtualenv, componentize-js
+# (with the jco it brings) in an npm prefix. Prints nothing else on stdout but the
+# `export` lines, so `eval "$(scripts/toolchains.sh)"` puts them on PATH.
+set -euo pipefail
+COMPONENTIZE_PY=0.25.1
+COMPONENTIZE_JS=0.23.0
+tools="${EVENTHOST_TOOLS:-$HOME/.cache/eventhost/tools}"
+say() { printf '[toolchains] %s\n' "$*" >&2; }
+
+py="$tools/componentize-py-$COMPONENTIZE_PY"
+if [ ! -x "$py/bin/componentize-py" ]; then
+  command -v python3 >/dev/null || { say "python3 is needed for Python plugins"; exit 1; }
+  say "installing componentize-py $COMPONENTIZE_PY into $py"
+  rm -rf "$py.partial"
+  python3 -m venv "$py.partial"
+  "$py.partial/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY" >&2
+  # A venv records its own path: rebuild it in place rather than moving it.
+  rm -rf "$py.partial"
+  python3 -m venv "$py"
+  "$py/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY" >&2
+fi
+
+js="$tools/componentize-js-$COMPONENTIZE_JS"
+if [ ! -x "$js/node_modules/.bin/componentize-js" ]; then
+  command -v npm >/dev/null || { say "node and npm are needed for JavaScript plugins"; exit 1; }
+  say "installing componentize-js $COMPONENTIZE_JS into $js"
+  rm -rf "$js.partial"
+  mkdir -p "$js.partial"
+  npm install --silent --no-audit --no-fund --prefix "$js.partial" \
+    "@bytecodealliance/componentize-js@$COMPONENTIZE_JS" >&2
+  rm -rf "$js"
+  mv "$js.partial" "$js"
+fi
+
+echo "export PATH=\"$py/bin:$js/node_modules/.bin:\$PATH\""
