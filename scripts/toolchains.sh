@@ -10,16 +10,14 @@ tools="${EVENTHOST_TOOLS:-$HOME/.cache/eventhost/tools}"
 say() { printf '[toolchains] %s\n' "$*" >&2; }
 
 py="$tools/componentize-py-$COMPONENTIZE_PY"
-if [ ! -x "$py/bin/componentize-py" ]; then
+# A venv records its own path, so it is built in place; `.complete` marks a finished one.
+if [ ! -e "$py/.complete" ]; then
   command -v python3 >/dev/null || { say "python3 is needed for Python plugins"; exit 1; }
   say "installing componentize-py $COMPONENTIZE_PY into $py"
-  rm -rf "$py.partial"
-  python3 -m venv "$py.partial"
-  "$py.partial/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY" >&2
-  # A venv records its own path: rebuild it in place rather than moving it.
-  rm -rf "$py.partial"
+  rm -rf "$py"
   python3 -m venv "$py"
   "$py/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY" >&2
+  touch "$py/.complete"
 fi
 
 js="$tools/componentize-js-$COMPONENTIZE_JS"

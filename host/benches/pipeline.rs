@@ -356,6 +356,7 @@ async fn main() -> anyhow::Result<()> {
         limits: limits.clone(),
         auth: Default::default(),
         admin_pool: pool.clone(),
+        compile_cache: eventhost::runtime::compiled::CompileCache::new(None),
     })?;
     let registry = Registry::default();
     let mut native = Vec::new();

@@ -281,6 +281,7 @@ async fn plugin_roles_are_unique_per_database_and_hosts_agree_on_them() {
             limits: Limits::default(),
             auth: AuthBackend::Postgres,
             admin_pool,
+            compile_cache: eventhost::runtime::compiled::CompileCache::new(None),
         })
         .unwrap()
     };

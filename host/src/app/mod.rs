@@ -11,6 +11,7 @@ use crate::database::{self, DatabaseError};
 use crate::http::{self, ListenError, Listener};
 use crate::metrics::Metrics;
 use crate::outbox::Relay;
+use crate::runtime::compiled::CompileCache;
 use crate::runtime::{Runtime, RuntimeError, RuntimeSettings};
 use crate::{auth_service, fixtures};
 use sqlx::PgPool;
@@ -236,6 +237,7 @@ fn start_watcher(
         limits: config.limits.clone(),
         auth: config.auth.clone(),
         admin_pool: pool.clone(),
+        compile_cache: CompileCache::new(config.compile_cache()),
     })?;
     let (registry, metrics, consumer) = (
         plugins.registry.clone(),

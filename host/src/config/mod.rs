@@ -27,6 +27,10 @@ pub struct Config {
     pub limits: Limits,
     /// Where the plugins' `auth` import looks users up.
     pub auth: AuthBackend,
+    /// Directory of compiled components (see `runtime::compiled`); `""` compiles at every
+    /// load. Default: `$EVENTHOST_COMPILE_CACHE`, else `$XDG_CACHE_HOME/eventhost/compiled`,
+    /// else `~/.cache/eventhost/compiled`.
+    pub compile_cache: Option<std::path::PathBuf>,
 }
 
 /// Passwords in the URLs (and the admin token) stay out of `Debug` output.
@@ -44,6 +48,7 @@ impl std::fmt::Debug for Config {
             .field("http", &self.http)
             .field("limits", &self.limits)
             .field("auth", &self.auth)
+            .field("compile_cache", &self.compile_cache)
             .finish()
     }
 }
@@ -59,6 +64,30 @@ impl Default for Config {
             http: HttpConfig::default(),
             limits: Limits::default(),
             auth: AuthBackend::default(),
+            compile_cache: None,
+        }
+    }
+}
+
+/// The compile cache when the config does not name one (see `Config::compile_cache`).
+pub fn default_compile_cache() -> Option<std::path::PathBuf> {
+    let env = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = std::env::var_os("EVENTHOST_COMPILE_CACHE") {
+        return (!dir.is_empty()).then(|| dir.into());
+    }
+    let base = env("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| env("HOME").map(|home| std::path::PathBuf::from(home).join(".cache")))?;
+    Some(base.join("eventhost/compiled"))
+}
+
+impl Config {
+    /// `compile_cache` as the runtime takes it: `None` when caching is off.
+    pub fn compile_cache(&self) -> Option<std::path::PathBuf> {
+        match &self.compile_cache {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir.clone()),
+            None => default_compile_cache(),
         }
     }
 }

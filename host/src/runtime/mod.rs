@@ -2,6 +2,7 @@
 //! event or read in a fresh, limited store.
 
 pub mod bindings;
+pub mod compiled;
 pub mod component_limits;
 mod engine;
 mod invoke;
@@ -77,6 +78,8 @@ pub struct RuntimeSettings {
     pub auth: AuthBackend,
     /// The host's own pool (admin rights: creates plugin roles, terminates sessions).
     pub admin_pool: PgPool,
+    /// Where compiled components are kept (see `compiled`).
+    pub compile_cache: compiled::CompileCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +104,7 @@ struct Shared {
     admin_options: PgConnectOptions,
     auth: AuthLookup,
     ledger: Arc<share::Ledger>,
+    compile_cache: compiled::CompileCache,
 }
 
 impl Runtime {
@@ -121,12 +125,13 @@ impl Runtime {
                 admin_options,
                 auth,
                 ledger,
+                compile_cache: settings.compile_cache,
             }),
         })
     }
 
     /// Connects to the host's database at `url`, applies the host's migrations, and builds
-    /// a runtime on that pool.
+    /// a runtime on that pool, with the default compile cache.
     pub async fn open(
         url: &str,
         limits: Limits,
@@ -138,6 +143,7 @@ impl Runtime {
             limits,
             auth,
             admin_pool: pool.clone(),
+            compile_cache: compiled::CompileCache::new(crate::config::default_compile_cache()),
         };
         Ok((pool, Self::new(settings)?))
     }

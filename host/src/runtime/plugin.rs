@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use wasmtime::component::{Component, InstancePre};
+use wasmtime::component::InstancePre;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -193,13 +193,17 @@ impl Runtime {
         // Cranelift is CPU-bound for up to seconds: keep it off the async workers.
         let engine = shared.engine.clone();
         let owned = bytes.to_vec();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
-            .await
-            .map_err(|e| LoadError::Compile(wasmtime::Error::msg(e.to_string())))?
-            .map_err(|e| match component_limits::recognise(&e, &shared.limits) {
-                Some(limit) => LoadError::TooLarge(limit),
-                None => LoadError::Compile(e),
-            })?;
+        let (cache, key) = (shared.compile_cache.clone(), digest.clone());
+        let started = std::time::Instant::now();
+        let (component, source) =
+            tokio::task::spawn_blocking(move || cache.component(&engine, &owned, &key))
+                .await
+                .map_err(|e| LoadError::Compile(wasmtime::Error::msg(e.to_string())))?
+                .map_err(|e| match component_limits::recognise(&e, &shared.limits) {
+                    Some(limit) => LoadError::TooLarge(limit),
+                    None => LoadError::Compile(e),
+                })?;
+        let compile_time = started.elapsed();
         version::check(&component, &shared.engine)?;
         let pre = shared
             .linker
@@ -265,7 +269,8 @@ impl Runtime {
         plugin.has_code.store(has_code, Ordering::Relaxed);
         tracing::info!(
             plugin = %plugin.name, schema = %plugin.identity.schema, migrations_applied = applied,
-            subscriptions = ?plugin.subscriptions, read_hook = plugin.reader.is_some(), "plugin loaded"
+            subscriptions = ?plugin.subscriptions, read_hook = plugin.reader.is_some(),
+            component = ?source, component_ms = compile_time.as_millis() as u64, "plugin loaded"
         );
         Ok(plugin)
     }

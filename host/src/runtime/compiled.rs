@@ -1,0 +1,134 @@
+//! Compiled components on disk, so a restart or a re-drop of the same file does not run
+//! Cranelift again (seconds for a Python or JavaScript component).
+//!
+//! An entry is named by the component's SHA-256 and a hash of the wasmtime version and
+//! engine settings, and starts with the SHA-256 of the compiled bytes after it. Before an
+//! entry is used its digest is checked and wasmtime checks that it was made by this
+//! version with these settings; a stale, truncated or altered entry is removed and the
+//! component compiled again. Loading compiled code is as trusting as running the host
+//! binary, so the directory must belong to the host's user and be writable by no one else.
+
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+const MAGIC: &[u8; 8] = b"EVHCWASM";
+const HEADER: usize = MAGIC.len() + 32;
+
+/// Where compiled components are kept; `None` compiles every time.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: Option<PathBuf>,
+}
+
+/// How a component was obtained, for the load's log line and the benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Compiled,
+    Cached,
+}
+
+impl CompileCache {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Self { dir }
+    }
+
+    /// The component for `bytes` (whose SHA-256 is `digest`), from the cache when a sound
+    /// entry is there, compiled (and stored) otherwise. Blocking: run it off the async
+    /// workers.
+    pub fn component(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &str,
+    ) -> wasmtime::Result<(Component, Source)> {
+        let Some(dir) = self.dir.as_deref().filter(|dir| usable(dir)) else {
+            return Ok((Component::new(engine, bytes)?, Source::Compiled));
+        };
+        let path = dir.join(format!("{digest}-{}.cwasm", settings_hash(engine)));
+        if let Some(component) = read_entry(engine, &path) {
+            return Ok((component, Source::Cached));
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(e) = write_entry(&component, &path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not store the compiled component; it will be compiled again next time");
+        }
+        Ok((component, Source::Compiled))
+    }
+}
+
+/// Made (0700) if missing; refused when someone other than the host's user could write
+/// into it, since whatever is there gets executed.
+fn usable(dir: &Path) -> bool {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot create the compile cache; compiling every time");
+        return false;
+    }
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return false;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let open = meta.permissions().mode() & 0o022 != 0;
+    if meta.uid() != me || open {
+        tracing::warn!(dir = %dir.display(), "the compile cache is not private to this user (owner or group/other write); compiling every time");
+        return false;
+    }
+    true
+}
+
+/// The wasmtime version and every engine setting that shapes compiled code (target, ISA
+/// flags, tunables, features: wasmtime's own compatibility hash).
+fn settings_hash(engine: &Engine) -> String {
+    // SipHash with fixed keys: stable for one build of the host, which is all a cache
+    // entry needs (another build may simply miss).
+    #[allow(deprecated)]
+    let mut hasher = std::hash::SipHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
+    let data = std::fs::read(path).ok()?;
+    let sound = data.len() > HEADER
+        && &data[..MAGIC.len()] == MAGIC
+        && data[MAGIC.len()..HEADER] == Sha256::digest(&data[HEADER..])[..];
+    let refused = if sound {
+        // SAFETY: the bytes are what `write_entry` stored from `Component::serialize` (the
+        // digest matches) in a directory only this user can write, and wasmtime refuses
+        // an artefact of another version or other settings.
+        match unsafe { Component::deserialize(engine, &data[HEADER..]) } {
+            Ok(component) => return Some(component),
+            Err(e) => format!("{e:#}"),
+        }
+    } else {
+        "its digest does not match its contents".to_string()
+    };
+    tracing::warn!(path = %path.display(), reason = %refused, "discarding a compiled component from the cache; compiling again");
+    let _ = std::fs::remove_file(path);
+    None
+}
+
+/// Written to a temporary name and renamed, so a reader never sees half an entry and
+/// hosts sharing the directory cannot interleave.
+fn write_entry(component: &Component, path: &Path) -> std::io::Result<()> {
+    let compiled = component
+        .serialize()
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let mut data = Vec::with_capacity(HEADER + compiled.len());
+    data.extend_from_slice(MAGIC);
+    data.extend_from_slice(&Sha256::digest(&compiled));
+    data.extend_from_slice(&compiled);
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temporary, &data)?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
+}
