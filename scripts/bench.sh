@@ -6,6 +6,7 @@
 #   bash scripts/bench.sh pipeline end to end through both plugins, WASM vs native (issue 5)
 #   bash scripts/bench.sh memory   host RSS while a plugin asks for 1 GiB of rows (issue 11)
 #   bash scripts/bench.sh hosts    1, 2 and 3 serve processes; failover after SIGKILL (issue 13)
+#   bash scripts/bench.sh languages  audit-log in Rust, Python, JavaScript: loads, invocations, memory (issue 14)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
@@ -28,4 +29,8 @@ fi
 if [[ "$which" == all || "$which" == hosts ]]; then
   bash scripts/build-plugins.sh
   cargo bench --locked -p eventhost --bench hosts
+fi
+if [[ "$which" == all || "$which" == languages ]]; then
+  bash scripts/build-plugins.sh
+  cargo bench --locked -p eventhost --bench languages
 fi

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the plugin components (reference plugins and the test probe) for wasm32-wasip2.
+# Builds the plugin components: the Rust ones (reference plugins and the test probe) for
+# wasm32-wasip2, then the Python and JavaScript ones (scripts/build-guests.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '[plugins] %s\n' "$*"; }
@@ -14,3 +15,4 @@ out="${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release"
 for p in user_stats audit_log probe; do
   say "$(ls -l "$out/$p.wasm" | awk '{print $5}') bytes  $out/$p.wasm"
 done
+bash scripts/build-guests.sh

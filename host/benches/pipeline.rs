@@ -134,6 +134,8 @@ impl Target for NativeHandler {
                 outcome,
                 elapsed: started.elapsed(),
                 logs: Vec::new(),
+                output: Default::default(),
+                memory_bytes: 0,
             }
         })
     }

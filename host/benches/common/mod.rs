@@ -23,6 +23,15 @@ pub fn wasm(stem: &str) -> PathBuf {
     target.join(format!("wasm32-wasip2/release/{stem}.wasm"))
 }
 
+/// Where `scripts/build-guests.sh` put the Python or JavaScript component `<stem>.wasm`.
+pub fn guest_wasm(stem: &str) -> PathBuf {
+    wasm(stem)
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|target| target.join(format!("guests/{stem}.wasm")))
+        .unwrap_or_default()
+}
+
 /// The component's bytes, or an error that says how to build it.
 pub fn read_wasm(stem: &str) -> anyhow::Result<Vec<u8>> {
     let path = wasm(stem);

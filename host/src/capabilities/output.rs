@@ -10,6 +10,13 @@ use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
+/// What the guest wrote to its stdout and stderr during one invocation, as kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestOutput {
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+}
+
 /// One stream's output of one invocation: the first half of the budget and the last
 /// half, with a count of what was skipped between them.
 #[derive(Clone)]

@@ -50,6 +50,13 @@ impl Wasi {
         }
     }
 
+    pub fn output(&self) -> super::output::GuestOutput {
+        super::output::GuestOutput {
+            stdout: self.stdout.text(),
+            stderr: self.stderr.text(),
+        }
+    }
+
     pub fn view(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.ctx,

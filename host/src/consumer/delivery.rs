@@ -314,6 +314,8 @@ fn injected_failure() -> Option<crate::runtime::Invocation> {
             outcome: Outcome::Retryable("injected transient failure".into()),
             elapsed: Duration::ZERO,
             logs: Vec::new(),
+            output: Default::default(),
+            memory_bytes: 0,
         });
     }
     None

@@ -7,6 +7,7 @@ use super::share::Work;
 use super::{Abort, Outcome, Plugin};
 use crate::capabilities::db::{DbSession, ResultCaps};
 use crate::capabilities::log::{truncate, LogBudget};
+use crate::capabilities::output::GuestOutput;
 use crate::capabilities::wasi::Wasi;
 use crate::capabilities::HostState;
 use crate::event::Event;
@@ -20,8 +21,12 @@ use wasmtime::{CallHook, Store, Trap, UpdateDeadline};
 pub struct Invocation {
     pub outcome: Outcome,
     pub elapsed: Duration,
-    /// What the plugin logged (the first 100 messages).
+    /// What the plugin logged (the first `limits.log_messages` messages).
     pub logs: Vec<(Level, String)>,
+    /// What it printed (bounded by `limits.output_bytes` per stream).
+    pub output: GuestOutput,
+    /// The linear memory its instance held at the end.
+    pub memory_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +112,8 @@ impl Plugin {
             outcome,
             elapsed,
             logs: take_logs(&mut store),
+            output: store.data().wasi.output(),
+            memory_bytes: store.data().limiter.memory_used,
         }
     }
 
@@ -206,6 +213,7 @@ impl Plugin {
         let limiter = InvocationLimiter {
             memory: limits.memory,
             table_elements: limits.table_elements,
+            memory_used: 0,
         };
         let log = LogBudget::new(limits.log_messages, limits.log_message_bytes);
         let state = HostState::new(

@@ -40,12 +40,14 @@ impl std::error::Error for LimitExceeded {}
 pub struct InvocationLimiter {
     pub memory: usize,
     pub table_elements: usize,
+    /// Bytes of linear memory the instance holds (initial sizes plus growth, all memories).
+    pub memory_used: usize,
 }
 
 impl ResourceLimiter for InvocationLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -56,6 +58,7 @@ impl ResourceLimiter for InvocationLimiter {
             }
             .into());
         }
+        self.memory_used += desired.saturating_sub(current);
         Ok(true)
     }
 

@@ -27,12 +27,19 @@ pub fn server_url() -> String {
 /// Where `scripts/build-plugins.sh` (or `cargo build --target wasm32-wasip2 --release`)
 /// put the components.
 pub fn plugin_path(file_stem: &str) -> PathBuf {
+    built("wasm32-wasip2/release", file_stem)
+}
+
+/// Where `scripts/build-guests.sh` put the Python and JavaScript components.
+pub fn guest_path(file_stem: &str) -> PathBuf {
+    built("guests", file_stem)
+}
+
+fn built(dir: &str, file_stem: &str) -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{file_stem}.wasm"));
+    let path = target.join(dir).join(format!("{file_stem}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: build the plugins first (scripts/build-plugins.sh)",
@@ -73,6 +80,13 @@ impl TestHost {
             .load_file(&plugin_path(file_stem))
             .await
             .expect("plugin loads")
+    }
+
+    pub async fn load_guest(&self, file_stem: &str) -> Plugin {
+        self.runtime
+            .load_file(&guest_path(file_stem))
+            .await
+            .expect("guest plugin loads")
     }
 
     pub async fn stop(self) {

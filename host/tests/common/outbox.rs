@@ -192,9 +192,10 @@ impl OutboxWorld {
     }
 
     pub async fn stop(self) {
-        if let Ok(connection) =
-            Connection::connect(&self.broker.url, ConnectionProperties::default()).await
-        {
+        // Best effort, and bounded: a busy broker must not hang a test that has passed.
+        let cleanup = async {
+            let connection =
+                Connection::connect(&self.broker.url, ConnectionProperties::default()).await?;
             if let Ok(channel) = connection.create_channel().await {
                 let _ = channel
                     .exchange_delete(
@@ -203,9 +204,10 @@ impl OutboxWorld {
                     )
                     .await;
             }
-            let _ = connection.close(200, "test done".into()).await;
-        }
-        self.pool.close().await;
+            connection.close(200, "test done".into()).await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), cleanup).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.pool.close()).await;
         self.scratch
             .drop_now()
             .await

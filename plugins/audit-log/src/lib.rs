@@ -1,12 +1,8 @@
 //! audit-log: an append-only record of every event, one row per event id, and a read
 //! hook that lists one aggregate's events in the order they happened.
 
-wit_bindgen::generate!({ world: "plugin", path: "../../wit" });
-
-use eventhost::plugin::db::{execute, query, DbError, Value};
-use exports::eventhost::plugin::handler::{Event, HandlerError};
-use exports::eventhost::plugin::migrations::Migration;
-use exports::eventhost::plugin::reader::{Request, Response};
+use eventhost_plugin::db::{execute, query};
+use eventhost_plugin::{export_plugin, Event, HandlerError, Migration, Request, Response, Value};
 use serde_json::{json, Value as Json};
 
 struct AuditLog;
@@ -29,7 +25,7 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_by_aggregate ON audit_events (aggregate_type, aggregate_id, occurred_at, seq);
 ";
 
-impl exports::eventhost::plugin::handler::Guest for AuditLog {
+impl eventhost_plugin::Handler for AuditLog {
     fn subscriptions() -> Vec<String> {
         vec!["#".into()]
     }
@@ -54,24 +50,14 @@ impl exports::eventhost::plugin::handler::Guest for AuditLog {
                 Value::Int32(event.schema_version as i32),
                 Value::Timestamp(event.time),
                 Value::Json(event.data),
-                Value::Json(Json::Object(headers).to_string()),
+                Value::json(&Json::Object(headers)),
             ],
-        )
-        .map_err(db_error)?;
+        )?;
         Ok(())
     }
 }
 
-fn db_error(err: DbError) -> HandlerError {
-    let reason = format!("database error {}: {}", err.code, err.message);
-    if err.code.starts_with("22") || err.code.starts_with("23") {
-        HandlerError::Permanent(reason)
-    } else {
-        HandlerError::Retryable(reason)
-    }
-}
-
-impl exports::eventhost::plugin::migrations::Guest for AuditLog {
+impl eventhost_plugin::Migrations for AuditLog {
     fn migrations() -> Vec<Migration> {
         vec![Migration {
             version: 1,
@@ -81,7 +67,7 @@ impl exports::eventhost::plugin::migrations::Guest for AuditLog {
     }
 }
 
-impl exports::eventhost::plugin::reader::Guest for AuditLog {
+impl eventhost_plugin::Reader for AuditLog {
     /// `GET events/{aggregate_type}/{aggregate_id}`: that aggregate's events, oldest first.
     fn read(req: Request) -> Response {
         let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
@@ -89,10 +75,7 @@ impl exports::eventhost::plugin::reader::Guest for AuditLog {
             ("GET", ["events", aggregate_type, aggregate_id]) => {
                 list_events(aggregate_type, aggregate_id)
             }
-            _ => reply(
-                404,
-                json!({ "error": format!("no route for {} {}", req.method, req.path) }),
-            ),
+            _ => Response::no_route(&req.method, &req.path),
         }
     }
 }
@@ -102,49 +85,18 @@ fn list_events(aggregate_type: &str, aggregate_id: &str) -> Response {
         "SELECT event_id, event_type, source, schema_version, occurred_at, payload, headers, recorded_at
          FROM audit_events WHERE aggregate_type = $1 AND aggregate_id = $2
          ORDER BY occurred_at, seq",
-        &[Value::Text(aggregate_type.into()), Value::Text(aggregate_id.into())],
+        &[aggregate_type.into(), aggregate_id.into()],
     );
-    let rows = match rows {
-        Ok(rows) => rows,
-        Err(e) => return reply(500, json!({ "error": format!("{} {}", e.code, e.message) })),
-    };
-    let events: Vec<Json> = rows
-        .rows
-        .into_iter()
-        .map(|row| {
-            let fields = rows
-                .columns
-                .iter()
-                .zip(row)
-                .map(|(name, value)| (name.clone(), to_json(value)));
-            Json::Object(fields.collect())
-        })
-        .collect();
-    reply(
-        200,
-        json!({ "aggregateType": aggregate_type, "aggregateId": aggregate_id, "events": events }),
-    )
-}
-
-fn to_json(v: Value) -> Json {
-    match v {
-        Value::Null => Json::Null,
-        Value::Boolean(b) => Json::Bool(b),
-        Value::Int32(i) => json!(i),
-        Value::Int64(i) => json!(i),
-        Value::Float64(f) => json!(f),
-        Value::Text(s) | Value::Timestamp(s) | Value::Uuid(s) => Json::String(s),
-        Value::Json(s) => serde_json::from_str(&s).unwrap_or(Json::String(s)),
-        Value::Bytes(b) => json!(b),
+    match rows {
+        Ok(rows) => Response::json(
+            200,
+            &json!({ "aggregateType": aggregate_type, "aggregateId": aggregate_id, "events": rows.into_objects() }),
+        ),
+        Err(e) => Response::json(
+            500,
+            &json!({ "error": format!("{} {}", e.code, e.message) }),
+        ),
     }
 }
 
-fn reply(status: u16, body: Json) -> Response {
-    Response {
-        status,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: body.to_string().into_bytes(),
-    }
-}
-
-export!(AuditLog);
+export_plugin!(AuditLog);

@@ -11,20 +11,20 @@ mod payload;
 mod read;
 mod stats;
 
-wit_bindgen::generate!({ world: "plugin", path: "../../wit" });
-
-use eventhost::plugin::log::{log, Level};
-use exports::eventhost::plugin::handler::{Event, HandlerError};
+use eventhost_plugin::log::{log, Level};
+use eventhost_plugin::{
+    export_plugin, Event, EventExt, HandlerError, Migration, Request, Response,
+};
 
 struct UserStats;
 
-impl exports::eventhost::plugin::handler::Guest for UserStats {
+impl eventhost_plugin::Handler for UserStats {
     fn subscriptions() -> Vec<String> {
         vec!["user.#".into(), "bid.placed".into()]
     }
 
     fn handle(event: Event) -> Result<(), HandlerError> {
-        let data = payload::parse(&event.data)?;
+        let data = event.payload_object()?;
         match event.type_.as_str() {
             "user.created" => stats::user_created(&payload::UserCreated::from_json(&data)?),
             "user.activated" => stats::set_active(&payload::user_id(&data)?, true),
@@ -40,18 +40,16 @@ impl exports::eventhost::plugin::handler::Guest for UserStats {
     }
 }
 
-impl exports::eventhost::plugin::migrations::Guest for UserStats {
-    fn migrations() -> Vec<exports::eventhost::plugin::migrations::Migration> {
+impl eventhost_plugin::Migrations for UserStats {
+    fn migrations() -> Vec<Migration> {
         migrations::all()
     }
 }
 
-impl exports::eventhost::plugin::reader::Guest for UserStats {
-    fn read(
-        request: exports::eventhost::plugin::reader::Request,
-    ) -> exports::eventhost::plugin::reader::Response {
+impl eventhost_plugin::Reader for UserStats {
+    fn read(request: Request) -> Response {
         read::route(request)
     }
 }
 
-export!(UserStats);
+export_plugin!(UserStats);

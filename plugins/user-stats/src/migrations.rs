@@ -1,6 +1,6 @@
 //! The plugin's tables. Applied migrations never change; new ones get new versions.
 
-use crate::exports::eventhost::plugin::migrations::Migration;
+use eventhost_plugin::Migration;
 
 pub fn all() -> Vec<Migration> {
     vec![Migration {

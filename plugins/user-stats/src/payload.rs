@@ -3,18 +3,10 @@
 //! Field names follow the producers' notes: camelCase (`userId`), with snake_case
 //! (`user_id`) accepted too.
 
-use crate::exports::eventhost::plugin::handler::HandlerError;
+use eventhost_plugin::HandlerError;
 use serde_json::{Map, Value};
 
 type Object = Map<String, Value>;
-
-pub fn parse(data: &str) -> Result<Object, HandlerError> {
-    match serde_json::from_str::<Value>(data) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(permanent("event data must be a JSON object".into())),
-        Err(e) => Err(permanent(format!("event data is not JSON: {e}"))),
-    }
-}
 
 fn permanent(reason: String) -> HandlerError {
     HandlerError::Permanent(reason)

@@ -1,11 +1,11 @@
 //! `GET stats/{user_id}` with on-read repair: a stats row that should exist but does
 //! not (its event was lost, or came before this plugin) is created on first read.
 
-use crate::eventhost::plugin::auth::lookup_user;
-use crate::eventhost::plugin::db::{execute, query, Value};
-use crate::eventhost::plugin::log::{log, Level};
-use crate::exports::eventhost::plugin::reader::{Request, Response};
 use crate::payload::is_uuid;
+use eventhost_plugin::auth::lookup_user;
+use eventhost_plugin::db::{execute, query};
+use eventhost_plugin::log::{log, Level};
+use eventhost_plugin::{Request, Response, Value};
 use serde_json::{json, Map, Value as Json};
 
 const STATS_COLUMNS: &str =
@@ -81,7 +81,7 @@ fn load(user_id: &str) -> Result<Option<Map<String, Json>>, String> {
     };
     let mut out = Map::new();
     for (column, value) in rows.columns.iter().zip(row) {
-        out.insert(camel_case(column), to_json(value));
+        out.insert(camel_case(column), value.into_json());
     }
     Ok(Some(out))
 }
@@ -89,19 +89,6 @@ fn load(user_id: &str) -> Result<Option<Map<String, Json>>, String> {
 fn with_repaired(mut stats: Map<String, Json>, repaired: bool) -> Json {
     stats.insert("repaired".into(), Json::Bool(repaired));
     Json::Object(stats)
-}
-
-fn to_json(v: Value) -> Json {
-    match v {
-        Value::Null => Json::Null,
-        Value::Boolean(b) => Json::Bool(b),
-        Value::Int32(i) => json!(i),
-        Value::Int64(i) => json!(i),
-        Value::Float64(f) => json!(f),
-        Value::Text(s) | Value::Timestamp(s) | Value::Uuid(s) => Json::String(s),
-        Value::Json(s) => serde_json::from_str(&s).unwrap_or(Json::String(s)),
-        Value::Bytes(b) => json!(b),
-    }
 }
 
 fn camel_case(snake: &str) -> String {
@@ -121,9 +108,5 @@ fn camel_case(snake: &str) -> String {
 }
 
 fn reply(status: u16, body: Json) -> Response {
-    Response {
-        status,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: body.to_string().into_bytes(),
-    }
+    Response::json(status, &body)
 }

@@ -1,32 +1,11 @@
 //! The stats table's statements. Every write is idempotent on its own key, so a replayed
-//! or duplicated event never counts twice even without the host's inbox.
+//! or duplicated event never counts twice even without the host's inbox. A failed
+//! statement becomes the handler's failure through the kit's `From<DbError>`: bad data,
+//! broken constraints and bad SQL are permanent, the rest retryable.
 
-use crate::eventhost::plugin::db::{execute, DbError, Value};
-use crate::exports::eventhost::plugin::handler::HandlerError;
 use crate::payload::{BidPlaced, RoleChanged, UserCreated};
-
-fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
-}
-
-fn uuid(s: &str) -> Value {
-    Value::Uuid(s.to_string())
-}
-
-fn opt_text(s: &Option<String>) -> Value {
-    s.as_deref().map_or(Value::Null, text)
-}
-
-/// Bad data (class 22) and broken constraints (class 23) will fail again on every
-/// delivery; anything else (locks, cancellations, connection trouble) may pass later.
-pub fn db_error(err: DbError) -> HandlerError {
-    let reason = format!("database error {}: {}", err.code, err.message);
-    if err.code.starts_with("22") || err.code.starts_with("23") || err.code.starts_with("42") {
-        HandlerError::Permanent(reason)
-    } else {
-        HandlerError::Retryable(reason)
-    }
-}
+use eventhost_plugin::db::execute;
+use eventhost_plugin::{HandlerError, Value};
 
 pub fn user_created(e: &UserCreated) -> Result<(), HandlerError> {
     execute(
@@ -34,13 +13,12 @@ pub fn user_created(e: &UserCreated) -> Result<(), HandlerError> {
          VALUES ($1, $2, $3, 'event', $4::timestamptz)
          ON CONFLICT (user_id) DO NOTHING",
         &[
-            uuid(&e.user_id),
+            Value::uuid(&e.user_id),
             Value::Boolean(e.active),
-            opt_text(&e.role),
-            opt_text(&e.created_at),
+            e.role.as_deref().into(),
+            e.created_at.as_deref().into(),
         ],
-    )
-    .map_err(db_error)?;
+    )?;
     Ok(())
 }
 
@@ -50,9 +28,8 @@ pub fn set_active(user_id: &str, active: bool) -> Result<(), HandlerError> {
     execute(
         "INSERT INTO user_stats (user_id, active, created_via) VALUES ($1, $2, 'event')
          ON CONFLICT (user_id) DO UPDATE SET active = EXCLUDED.active, updated_at = now()",
-        &[uuid(user_id), Value::Boolean(active)],
-    )
-    .map_err(db_error)?;
+        &[Value::uuid(user_id), Value::Boolean(active)],
+    )?;
     Ok(())
 }
 
@@ -60,9 +37,8 @@ pub fn set_role(e: &RoleChanged) -> Result<(), HandlerError> {
     execute(
         "INSERT INTO user_stats (user_id, role, created_via) VALUES ($1, $2, 'event')
          ON CONFLICT (user_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()",
-        &[uuid(&e.user_id), text(&e.role)],
-    )
-    .map_err(db_error)?;
+        &[Value::uuid(&e.user_id), e.role.as_str().into()],
+    )?;
     Ok(())
 }
 
@@ -74,13 +50,12 @@ pub fn bid_placed(e: &BidPlaced) -> Result<(), HandlerError> {
          VALUES ($1, $2, $3::numeric, $4::timestamptz)
          ON CONFLICT (bid_id) DO NOTHING",
         &[
-            uuid(&e.bid_id),
-            uuid(&e.user_id),
-            text(&e.amount),
-            opt_text(&e.placed_at),
+            Value::uuid(&e.bid_id),
+            Value::uuid(&e.user_id),
+            e.amount.as_str().into(),
+            e.placed_at.as_deref().into(),
         ],
-    )
-    .map_err(db_error)?;
+    )?;
     if newly_counted == 0 {
         return Ok(());
     }
@@ -91,8 +66,7 @@ pub fn bid_placed(e: &BidPlaced) -> Result<(), HandlerError> {
              bid_count = user_stats.bid_count + 1,
              total_bid_amount = user_stats.total_bid_amount + EXCLUDED.total_bid_amount,
              updated_at = now()",
-        &[uuid(&e.user_id), text(&e.amount)],
-    )
-    .map_err(db_error)?;
+        &[Value::uuid(&e.user_id), e.amount.as_str().into()],
+    )?;
     Ok(())
 }
