@@ -4,6 +4,7 @@ mod args;
 mod backfill;
 mod dlq;
 mod migrate;
+mod new;
 mod outbox;
 mod plugin;
 mod relay;

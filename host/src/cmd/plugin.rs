@@ -13,6 +13,21 @@ use super::args::{DbArgs, SandboxArgs};
 
 #[derive(clap::Subcommand)]
 pub enum PluginCommand {
+    /// Make a new plugin, in Rust, Python or JavaScript, that builds and whose fixtures
+    /// pass as it is; its README.md has the build, test and ship commands.
+    New {
+        /// The plugin's name: lowercase letters, digits and `-`.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: super::new::Lang,
+        /// Where to make it (default: ./NAME); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The eventhost-plugin kit for Rust plugins (default: the kit/ of the checkout
+        /// this binary was built from).
+        #[arg(long)]
+        kit: Option<PathBuf>,
+    },
     /// Run a plugin's handler on event files (structured CloudEvents JSON) and print each
     /// outcome. Exits 0 when every event was handled ok, 1 otherwise.
     Invoke {
@@ -56,6 +71,12 @@ pub enum PluginCommand {
 
 pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
+        PluginCommand::New {
+            name,
+            lang,
+            dir,
+            kit,
+        } => super::new::run(&name, lang, dir, kit).map(|()| ExitCode::SUCCESS),
         PluginCommand::Invoke {
             plugin,
             events,
@@ -132,6 +153,12 @@ async fn invoke(
         );
         for (level, message) in &invocation.logs {
             println!("    [{level:?}] {message}");
+        }
+        let output = &invocation.output;
+        for (stream, text) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+            for line in text.iter().flat_map(|t| t.lines()) {
+                println!("    [{stream}] {line}");
+            }
         }
     }
     Ok(if all_ok {
