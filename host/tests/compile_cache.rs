@@ -115,8 +115,8 @@ fn a_sound_digest_over_foreign_bytes_is_refused_by_wasmtime_and_rebuilt() {
     let entry = entries(&scratch.0).remove(0);
     // A well-formed entry whose body is not an artefact of this wasmtime.
     let body = b"not a compiled component of this wasmtime".to_vec();
-    let mut forged = b"EVHCWASM".to_vec();
-    forged.extend_from_slice(&Sha256::digest(&body));
+    let mut forged = b"EVHCWAS2".to_vec();
+    forged.extend_from_slice(&eventhost::runtime::compiled::digest(&body));
     forged.extend_from_slice(&body);
     std::fs::write(&entry, forged).unwrap();
     assert_eq!(

@@ -15,21 +15,20 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
 /// Where `scripts/build-plugins.sh` put the component `<stem>.wasm`.
 pub fn wasm(stem: &str) -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join(format!("wasm32-wasip2/release/{stem}.wasm"))
+    target_dir().join(format!("wasm32-wasip2/release/{stem}.wasm"))
 }
 
 /// Where `scripts/build-guests.sh` put the Python or JavaScript component `<stem>.wasm`.
 pub fn guest_wasm(stem: &str) -> PathBuf {
-    wasm(stem)
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|target| target.join(format!("guests/{stem}.wasm")))
-        .unwrap_or_default()
+    target_dir().join(format!("guests/{stem}.wasm"))
 }
 
 /// The component's bytes, or an error that says how to build it.
