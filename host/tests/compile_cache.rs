@@ -145,3 +145,23 @@ fn a_directory_others_can_write_into_is_not_used() {
     }
     assert!(entries(&scratch.0).is_empty(), "nothing is stored there");
 }
+
+#[test]
+fn the_least_recently_used_entries_go_when_the_directory_is_over_its_budget() {
+    let scratch = Scratch::new();
+    let (bytes, digest) = component();
+    let engine = engine();
+    let roomy = CompileCache::new(Some(scratch.0.clone()));
+    roomy.component(&engine, &bytes, &digest).unwrap();
+    let first = entries(&scratch.0);
+    assert_eq!(first.len(), 1);
+    // Another engine's entry of the same component, in a cache too small for both.
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    let other = wasmtime::Engine::new(&config).unwrap();
+    let tight = CompileCache::new(Some(scratch.0.clone())).with_budget(1);
+    tight.component(&other, &bytes, &digest).unwrap();
+    let left = entries(&scratch.0);
+    assert_eq!(left.len(), 1, "the older entry went: {left:?}");
+    assert_ne!(left, first, "the new entry stays even over the budget");
+}

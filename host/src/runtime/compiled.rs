@@ -9,6 +9,7 @@
 //! version with these settings; a stale, truncated or altered entry is removed and the
 //! component compiled again. Loading compiled code is as trusting as running the host
 //! binary, so the directory must belong to the host's user and be writable by no one else.
+//! The directory stays under 1 GiB: the least recently used entries go first.
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -19,11 +20,15 @@ use wasmtime::Engine;
 const MAGIC: &[u8; 8] = b"EVHCWAS2";
 const HEADER: usize = MAGIC.len() + 32;
 const CHUNK: usize = 4 << 20;
+/// The directory is kept under this size: after a new entry is stored, the entries used
+/// least recently (by mtime, which a hit refreshes) are removed.
+const BUDGET: u64 = 1 << 30;
 
 /// Where compiled components are kept; `None` compiles every time.
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    budget: u64,
 }
 
 /// How a component was obtained, for the load's log line and the benchmarks.
@@ -35,7 +40,18 @@ pub enum Source {
 
 impl CompileCache {
     pub fn new(dir: Option<PathBuf>) -> Self {
-        Self { dir }
+        Self {
+            dir,
+            budget: BUDGET,
+        }
+    }
+
+    /// The size the directory is kept under (1 GiB unless set).
+    pub fn with_budget(self, bytes: u64) -> Self {
+        Self {
+            budget: bytes,
+            ..self
+        }
     }
 
     /// The component for `bytes` (whose SHA-256 is `digest`), from the cache when a sound
@@ -52,11 +68,18 @@ impl CompileCache {
         };
         let path = dir.join(format!("{digest}-{}.cwasm", settings_hash(engine)));
         if let Some(component) = read_entry(engine, &path) {
+            let _ = std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok((component, Source::Cached));
         }
         let component = Component::new(engine, bytes)?;
-        if let Err(e) = write_entry(&component, &path) {
-            tracing::warn!(path = %path.display(), error = %e, "could not store the compiled component; it will be compiled again next time");
+        match write_entry(&component, &path) {
+            Ok(()) => prune(dir, &path, self.budget),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not store the compiled component; it will be compiled again next time")
+            }
         }
         Ok((component, Source::Compiled))
     }
@@ -117,6 +140,32 @@ fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
     tracing::warn!(path = %path.display(), reason = %refused, "discarding a compiled component from the cache; compiling again");
     let _ = std::fs::remove_file(path);
     None
+}
+
+/// Removes the least recently used entries (never `keep`) until the directory's entries
+/// fit in `budget` bytes.
+fn prune(dir: &Path, keep: &Path, budget: u64) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = listing
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+    entries.sort();
+    for (_, len, path) in entries {
+        if total <= budget {
+            break;
+        }
+        if path != keep && std::fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
+    }
 }
 
 /// Written to a temporary name and renamed, so a reader never sees half an entry and
