@@ -115,6 +115,11 @@ async fn the_rust_steps_run_as_written() {
 }
 
 #[tokio::test]
+async fn the_rust_steps_with_cargo_component_run_as_written() {
+    run_steps("rust-cargo-component").await;
+}
+
+#[tokio::test]
 async fn the_python_steps_run_as_written() {
     run_steps("python").await;
 }

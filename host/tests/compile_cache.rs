@@ -44,12 +44,24 @@ fn engine() -> wasmtime::Engine {
     wasmtime::Engine::new(&config).expect("engine")
 }
 
-#[test]
-fn the_second_load_comes_from_the_cache() {
+/// An engine with other settings: its compiled code is not interchangeable.
+fn other_engine() -> wasmtime::Engine {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    wasmtime::Engine::new(&config).expect("engine")
+}
+
+/// A fresh cache directory, its cache, the Rust audit-log component and its digest.
+fn setup() -> (Scratch, CompileCache, Vec<u8>, String, wasmtime::Engine) {
     let scratch = Scratch::new();
     let cache = CompileCache::new(Some(scratch.0.clone()));
     let (bytes, digest) = component();
-    let engine = engine();
+    (scratch, cache, bytes, digest, engine())
+}
+
+#[test]
+fn the_second_load_comes_from_the_cache() {
+    let (scratch, cache, bytes, digest, engine) = setup();
     let (_, first) = cache.component(&engine, &bytes, &digest).unwrap();
     assert_eq!(first, Source::Compiled);
     let stored = entries(&scratch.0);
@@ -66,9 +78,7 @@ fn the_second_load_comes_from_the_cache() {
     assert_eq!(second, Source::Cached);
 
     // Other engine settings never use this entry.
-    let mut config = wasmtime::Config::new();
-    config.wasm_component_model(true).epoch_interruption(true);
-    let other = wasmtime::Engine::new(&config).unwrap();
+    let other = other_engine();
     let (_, elsewhere) = cache.component(&other, &bytes, &digest).unwrap();
     assert_eq!(elsewhere, Source::Compiled);
     assert_eq!(entries(&scratch.0).len(), 2);
@@ -76,10 +86,7 @@ fn the_second_load_comes_from_the_cache() {
 
 #[test]
 fn an_altered_or_truncated_entry_is_compiled_again() {
-    let scratch = Scratch::new();
-    let cache = CompileCache::new(Some(scratch.0.clone()));
-    let (bytes, digest) = component();
-    let engine = engine();
+    let (scratch, cache, bytes, digest, engine) = setup();
     cache.component(&engine, &bytes, &digest).unwrap();
     let entry = entries(&scratch.0).remove(0);
     let original = std::fs::read(&entry).unwrap();
@@ -107,10 +114,7 @@ fn an_altered_or_truncated_entry_is_compiled_again() {
 
 #[test]
 fn a_sound_digest_over_foreign_bytes_is_refused_by_wasmtime_and_rebuilt() {
-    let scratch = Scratch::new();
-    let cache = CompileCache::new(Some(scratch.0.clone()));
-    let (bytes, digest) = component();
-    let engine = engine();
+    let (scratch, cache, bytes, digest, engine) = setup();
     cache.component(&engine, &bytes, &digest).unwrap();
     let entry = entries(&scratch.0).remove(0);
     // A well-formed entry whose body is not an artefact of this wasmtime.
@@ -123,6 +127,36 @@ fn a_sound_digest_over_foreign_bytes_is_refused_by_wasmtime_and_rebuilt() {
         cache.component(&engine, &bytes, &digest).unwrap().1,
         Source::Compiled
     );
+    assert_eq!(
+        cache.component(&engine, &bytes, &digest).unwrap().1,
+        Source::Cached
+    );
+}
+
+#[test]
+fn an_entry_others_could_rewrite_or_a_link_is_not_used() {
+    let (scratch, cache, bytes, digest, engine) = setup();
+    cache.component(&engine, &bytes, &digest).unwrap();
+    let entry = entries(&scratch.0).remove(0);
+    let mode = std::fs::metadata(&entry).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "entries are written private");
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(
+        cache.component(&engine, &bytes, &digest).unwrap().1,
+        Source::Compiled
+    );
+    // A symbolic link in an entry's place is not followed.
+    let real = scratch.0.join("elsewhere");
+    std::fs::rename(&entry, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &entry).unwrap();
+    assert_eq!(
+        cache.component(&engine, &bytes, &digest).unwrap().1,
+        Source::Compiled
+    );
+    assert!(!std::fs::symlink_metadata(&entry)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(
         cache.component(&engine, &bytes, &digest).unwrap().1,
         Source::Cached
@@ -156,9 +190,7 @@ fn the_least_recently_used_entries_go_when_the_directory_is_over_its_budget() {
     let first = entries(&scratch.0);
     assert_eq!(first.len(), 1);
     // Another engine's entry of the same component, in a cache too small for both.
-    let mut config = wasmtime::Config::new();
-    config.wasm_component_model(true).epoch_interruption(true);
-    let other = wasmtime::Engine::new(&config).unwrap();
+    let other = other_engine();
     let tight = CompileCache::new(Some(scratch.0.clone())).with_budget(1);
     tight.component(&other, &bytes, &digest).unwrap();
     let left = entries(&scratch.0);

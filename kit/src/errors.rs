@@ -4,8 +4,9 @@
 use crate::{DbError, HandlerError};
 
 /// SQLSTATE classes that fail the same way on every delivery: data exceptions (22),
-/// integrity constraint violations (23), syntax errors and access rule violations (42).
-const PERMANENT_CLASSES: [&str; 3] = ["22", "23", "42"];
+/// integrity constraint violations (23), syntax errors and access rule violations (42),
+/// and program limits (54: the host's caps on rows, result bytes and statement size).
+const PERMANENT_CLASSES: [&str; 4] = ["22", "23", "42", "54"];
 
 impl DbError {
     /// Whether running the same statement again can succeed.

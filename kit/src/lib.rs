@@ -6,8 +6,8 @@
 //! * [`EventExt`]: the event's payload as your own `serde` type, or as a JSON object;
 //! * [`Value`] from Rust values (`"text".into()`, `Value::uuid(id)`, `None::<i32>.into()`),
 //!   and cells and [`Rows`] back to JSON;
-//! * `?` on a [`DbError`] inside a handler: data, constraint and syntax errors (SQLSTATE
-//!   classes 22, 23, 42) become [`HandlerError::Permanent`], everything else
+//! * `?` on a [`DbError`] inside a handler: data, constraint, syntax and limit errors
+//!   (SQLSTATE classes 22, 23, 42, 54) become [`HandlerError::Permanent`], everything else
 //!   [`HandlerError::Retryable`];
 //! * [`Response::json`] for read hooks.
 //!

@@ -37,15 +37,15 @@ ORDER BY occurred_at, seq
 
 const text = (val) => ({ tag: "text", val });
 
-// Data, constraint and syntax errors (SQLSTATE classes 22, 23, 42) can never succeed
-// (the same rule as the Rust kit's).
+// Data, constraint, syntax and limit errors (SQLSTATE classes 22, 23, 42, 54) can never
+// succeed (the same rule as the Rust kit's).
 function handlerError(err) {
   const dbError = err && err.payload;
   if (!dbError || typeof dbError.code !== "string") {
     return { tag: "retryable", val: `unexpected error: ${err}` };
   }
   const reason = `database error ${dbError.code}: ${dbError.message}`;
-  const permanent = ["22", "23", "42"].some((c) => dbError.code.startsWith(c));
+  const permanent = ["22", "23", "42", "54"].some((c) => dbError.code.startsWith(c));
   return { tag: permanent ? "permanent" : "retryable", val: reason };
 }
 

@@ -45,10 +45,10 @@ ORDER BY occurred_at, seq
 
 
 def handler_error(err: db.DbError):
-    """Data, constraint and syntax errors (SQLSTATE classes 22, 23, 42) can never succeed
-    (the same rule as the Rust kit's)."""
+    """Data, constraint, syntax and limit errors (SQLSTATE classes 22, 23, 42, 54) can
+    never succeed (the same rule as the Rust kit's)."""
     reason = f"database error {err.code}: {err.message}"
-    if err.code.startswith(("22", "23", "42")):
+    if err.code.startswith(("22", "23", "42", "54")):
         return Err(HandlerError_Permanent(reason))
     return Err(HandlerError_Retryable(reason))
 

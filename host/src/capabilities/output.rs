@@ -70,12 +70,16 @@ impl Captured {
         if kept.head.is_empty() {
             return None;
         }
-        let mut text = String::from_utf8_lossy(&kept.head).into_owned();
-        if kept.skipped > 0 {
-            text.push_str(&format!("\n[... {} bytes skipped ...]\n", kept.skipped));
-        }
         let (a, b) = kept.tail.as_slices();
-        text.push_str(&String::from_utf8_lossy(&[a, b].concat()));
+        let tail = [a, b].concat();
+        if kept.skipped == 0 {
+            // Head and tail are contiguous: a character split between them stays whole.
+            let whole = [kept.head.as_slice(), &tail].concat();
+            return Some(String::from_utf8_lossy(&whole).into_owned());
+        }
+        let mut text = String::from_utf8_lossy(&kept.head).into_owned();
+        text.push_str(&format!("\n[... {} bytes skipped ...]\n", kept.skipped));
+        text.push_str(&String::from_utf8_lossy(&tail));
         Some(text)
     }
 

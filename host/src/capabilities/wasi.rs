@@ -14,6 +14,14 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+/// WASI resources one invocation may hold at once (a Python or JavaScript runtime uses
+/// a handful: its stdio streams, a few pollables).
+const MAX_RESOURCES: usize = 1000;
+/// Headers of one `wasi:http` fields resource (requests are refused anyway).
+const HTTP_FIELDS_BYTES: usize = 16 << 10;
+/// Denied requests logged one by one per invocation; the rest are counted once.
+const DENIALS_LOGGED: usize = 3;
+
 /// One invocation's WASI state.
 pub struct Wasi {
     ctx: WasiCtx,
@@ -36,14 +44,21 @@ impl Wasi {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        // Resources (streams, HTTP fields, ...) are host memory the guest makes with host
+        // calls, which cpu_time does not count: bound them.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(HTTP_FIELDS_BYTES);
         Self {
             ctx,
-            http: WasiHttpCtx::new(),
+            http,
             hooks: DeniedHttp {
                 plugin,
                 stderr: stderr.clone(),
+                denied: 0,
             },
-            table: ResourceTable::new(),
+            table,
             version,
             stdout,
             stderr,
@@ -73,6 +88,9 @@ impl Wasi {
     }
 }
 
+/// Log events per stream and invocation; the rest are counted in one line.
+const LOGGED_LINES: usize = 200;
+
 impl super::HostState {
     /// Writes what the guest printed to the host's log, line by line: stdout at `info`,
     /// stderr at `warn`.
@@ -83,13 +101,29 @@ impl super::HostState {
             let Some(text) = captured.text() else {
                 continue;
             };
-            for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|line| !line.trim().is_empty())
+                .collect();
+            // The bytes are bounded by `output_bytes`; the log events are bounded too, so
+            // a guest printing one character per line cannot flood the log.
+            let skipped = lines.len().saturating_sub(LOGGED_LINES);
+            let shown = lines[..LOGGED_LINES.min(lines.len())]
+                .iter()
+                .map(|line| (*line).to_string())
+                .chain((skipped > 0).then(|| format!("[... {skipped} more lines not logged ...]")));
+            for line in shown {
                 if stream == "stdout" {
-                    tracing::info!(plugin = %self.plugin, version = %version, event_id, stream, "{line}");
+                    tracing::info!(target: "plugin", plugin = %self.plugin, version = %version, event_id, stream, "{line}");
                 } else {
-                    tracing::warn!(plugin = %self.plugin, version = %version, event_id, stream, "{line}");
+                    tracing::warn!(target: "plugin", plugin = %self.plugin, version = %version, event_id, stream, "{line}");
                 }
             }
+        }
+        let denied = self.wasi.hooks.denied;
+        if denied > DENIALS_LOGGED {
+            tracing::warn!(target: "plugin", plugin = %self.plugin, version = %version, event_id, denied,
+                "the plugin sent {denied} outgoing HTTP requests, all denied ({DENIALS_LOGGED} logged)");
         }
     }
 }
@@ -111,6 +145,7 @@ impl WasiHttpView for super::HostState {
 struct DeniedHttp {
     plugin: PluginName,
     stderr: Captured,
+    denied: usize,
 }
 
 type Sent = Box<
@@ -135,12 +170,23 @@ impl WasiHttpHooks for DeniedHttp {
         _options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Sent {
-        let target = format!("{} {}", request.method(), request.uri());
-        tracing::warn!(plugin = %self.plugin, request = %target, "outgoing HTTP request denied: plugins are granted no network");
-        self.stderr.push(
-            format!("eventhost: outgoing HTTP request {target} denied: plugins are granted no network\n")
-                .as_bytes(),
-        );
+        self.denied += 1;
+        if self.denied <= DENIALS_LOGGED {
+            let mut target = format!("{} {}", request.method(), request.uri());
+            if target.len() > 256 {
+                let cut = (0..=256)
+                    .rev()
+                    .find(|&i| target.is_char_boundary(i))
+                    .unwrap_or(0);
+                target.truncate(cut);
+                target.push_str("...");
+            }
+            tracing::warn!(target: "plugin", plugin = %self.plugin, request = %target, "outgoing HTTP request denied: plugins are granted no network");
+            self.stderr.push(
+                format!("eventhost: outgoing HTTP request {target} denied: plugins are granted no network\n")
+                    .as_bytes(),
+            );
+        }
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }

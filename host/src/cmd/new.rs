@@ -1,6 +1,8 @@
 //! `eventhost plugin new NAME --lang rust|python|js`: a plugin that builds and whose
-//! fixtures pass as it is, with the contract's WIT and the four steps (new, build, test,
-//! ship) beside it. The templates are compiled into the binary (`host/templates/`).
+//! fixtures pass as it is, with the four steps (new, build, test, ship) beside it, and for
+//! Python and JavaScript the contract's WIT (a Rust plugin gets it from the kit; a `wit/`
+//! beside it would make `cargo component` look for a world of its own). The templates
+//! are compiled into the binary (`host/templates/`).
 
 use anyhow::{bail, Context};
 use eventhost::PluginName;
@@ -69,6 +71,9 @@ pub fn run(
         Lang::Rust => {
             let kit = kit_path(kit)?;
             let kit = kit.to_str().context("the kit's path is not UTF-8")?;
+            // A TOML string, quoted and escaped whatever the path holds.
+            let kit = toml::Value::String(kit.to_string()).to_string();
+            let kit = kit.as_str();
             files.push((
                 "Cargo.toml".into(),
                 fill(include_str!("../../templates/rust/Cargo.toml"), kit),
@@ -105,7 +110,8 @@ pub fn run(
             )
         }
     };
-    for (path, text) in WIT.iter().chain(FIXTURES.iter()) {
+    let wit: &[(&str, &str)] = if lang == Lang::Rust { &[] } else { &WIT };
+    for (path, text) in wit.iter().chain(FIXTURES.iter()) {
         files.push((path.to_string(), text.to_string()));
     }
     files.push(("README.md".into(), steps(&name, &build, &wasm, &file)));
@@ -145,7 +151,7 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 fn steps(name: &PluginName, build: &str, wasm: &str, file: &str) -> String {
     format!(
         "# {name}\n\n\
-         An eventhost plugin. The contract is in `wit/` (`eventhost:plugin@0.1.0`).\n\n\
+         An eventhost plugin of the contract `eventhost:plugin@0.1.0`.\n\n\
          1. **Build**: `{build}`\n\
          2. **Test** the fixtures in `fixtures/` against a throwaway database:\n   \
             `eventhost plugin test {wasm} fixtures`\n\

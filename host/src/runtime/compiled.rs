@@ -67,7 +67,7 @@ impl CompileCache {
             return Ok((Component::new(engine, bytes)?, Source::Compiled));
         };
         let path = dir.join(format!("{digest}-{}.cwasm", settings_hash(engine)));
-        if let Some(component) = read_entry(engine, &path) {
+        if let Some(component) = read_entry(engine, &path)? {
             let _ = std::fs::File::options()
                 .append(true)
                 .open(&path)
@@ -121,41 +121,103 @@ fn settings_hash(engine: &Engine) -> String {
     format!("{:016x}", hasher.finish())
 }
 
-fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
-    let data = std::fs::read(path).ok()?;
+/// A sound entry's component; `Ok(None)` when there is none (or it was unsound and is
+/// gone); `Err` when wasmtime refuses it under this host's limits, which compiling again
+/// would not change (another host with other limits may still use the entry).
+fn read_entry(engine: &Engine, path: &Path) -> wasmtime::Result<Option<Component>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut file = match std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Ok(discard(path, &format!("it cannot be opened: {e}"))),
+    };
+    // Checked on the open file, so what is read is what was checked.
+    let private = file.metadata().is_ok_and(|meta| {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        meta.is_file() && meta.uid() == unsafe { libc::geteuid() } && meta.mode() & 0o022 == 0
+    });
+    if !private {
+        return Ok(discard(path, "it is not a private file of this user"));
+    }
+    let mut data = Vec::new();
+    if let Err(e) = file.read_to_end(&mut data) {
+        return Ok(discard(path, &format!("it cannot be read: {e}")));
+    }
     let sound = data.len() > HEADER
         && &data[..MAGIC.len()] == MAGIC
         && data[MAGIC.len()..HEADER] == digest(&data[HEADER..])[..];
-    let refused = if sound {
-        // SAFETY: the bytes are what `write_entry` stored from `Component::serialize` (the
-        // digest matches) in a directory only this user can write, and wasmtime refuses
-        // an artefact of another version or other settings.
-        match unsafe { Component::deserialize(engine, &data[HEADER..]) } {
-            Ok(component) => return Some(component),
-            Err(e) => format!("{e:#}"),
-        }
-    } else {
-        "its digest does not match its contents".to_string()
-    };
-    tracing::warn!(path = %path.display(), reason = %refused, "discarding a compiled component from the cache; compiling again");
+    if !sound {
+        return Ok(discard(path, "its digest does not match its contents"));
+    }
+    // SAFETY: the bytes are what `write_entry` stored from `Component::serialize` (the
+    // digest matches) in a private file of a directory only this user can write, and
+    // wasmtime refuses an artefact of another version or other settings.
+    match unsafe { Component::deserialize(engine, &data[HEADER..]) } {
+        Ok(component) => Ok(Some(component)),
+        Err(e) if super::component_limits::is_refusal(&e) => Err(e),
+        Err(e) => Ok(discard(path, &format!("{e:#}"))),
+    }
+}
+
+fn discard(path: &Path, why: &str) -> Option<Component> {
+    tracing::warn!(path = %path.display(), reason = %why, "discarding a compiled component from the cache; compiling again");
     let _ = std::fs::remove_file(path);
     None
 }
 
+/// What a file in the directory is, by its name: only these are ever removed.
+#[derive(PartialEq)]
+enum Ours {
+    Entry,
+    Temporary,
+}
+
+fn ours(name: &str) -> Option<Ours> {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let (key, rest) = name.split_at_checked(81)?;
+    let valid_key = hex(&key[..64], 64) && &key[64..65] == "-" && hex(&key[65..], 16);
+    match rest {
+        _ if !valid_key => None,
+        ".cwasm" => Some(Ours::Entry),
+        _ if rest
+            .strip_prefix(".tmp-")
+            .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()) =>
+        {
+            Some(Ours::Temporary)
+        }
+        _ => None,
+    }
+}
+
 /// Removes the least recently used entries (never `keep`) until the directory's entries
-/// fit in `budget` bytes.
+/// fit in `budget` bytes, and temporary files a crash left behind.
 fn prune(dir: &Path, keep: &Path, budget: u64) {
     let Ok(listing) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = listing
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
-        .filter_map(|e| {
-            let meta = e.metadata().ok()?;
-            Some((meta.modified().ok()?, meta.len(), e.path()))
-        })
-        .collect();
+    let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    let mut entries = Vec::new();
+    for entry in listing.filter_map(Result::ok) {
+        let (path, name) = (entry.path(), entry.file_name());
+        let (Some(kind), Ok(meta)) = (name.to_str().and_then(ours), entry.metadata()) else {
+            continue;
+        };
+        let Ok(modified) = meta.modified() else {
+            continue;
+        };
+        match kind {
+            Ours::Temporary if modified < stale => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Ours::Temporary => {}
+            Ours::Entry => entries.push((modified, meta.len(), path)),
+        }
+    }
     let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
     entries.sort();
     for (_, len, path) in entries {
@@ -168,21 +230,30 @@ fn prune(dir: &Path, keep: &Path, budget: u64) {
     }
 }
 
-/// Written to a temporary name and renamed, so a reader never sees half an entry and
-/// hosts sharing the directory cannot interleave.
+/// Written to a private temporary file of its own and renamed, so a reader never sees
+/// half an entry and writers (threads, hosts sharing the directory) never interleave.
 fn write_entry(component: &Component, path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let compiled = component
         .serialize()
         .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-    let mut data = Vec::with_capacity(HEADER + compiled.len());
-    data.extend_from_slice(MAGIC);
-    data.extend_from_slice(&digest(&compiled));
-    data.extend_from_slice(&compiled);
-    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&temporary, &data)?;
-    std::fs::rename(&temporary, path).inspect_err(|_| {
+    let temporary = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+    let written = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(MAGIC)?;
+            file.write_all(&digest(&compiled))?;
+            file.write_all(&compiled)
+        })
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
-    })
+    }
+    written
 }
 
 /// SHA-256 over the SHA-256s of `CHUNK`-sized pieces, the pieces hashed in parallel. The

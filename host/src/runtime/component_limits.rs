@@ -93,6 +93,11 @@ pub fn recognise(error: &wasmtime::Error, limits: &Limits) -> Option<ComponentLi
     })
 }
 
+/// Whether `error` is such a refusal (whatever the limits' values).
+pub fn is_refusal(error: &wasmtime::Error) -> bool {
+    recognise(error, &Limits::default()).is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

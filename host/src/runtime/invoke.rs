@@ -2,6 +2,7 @@
 //! limits armed, the call, then commit or roll back the plugin's transaction.
 
 use super::bindings::{log::Level, reader, types};
+use super::failure::{classify, Commit, Violation, STDERR_LINES_IN_REASON};
 use super::limits::{InvocationLimiter, LimitExceeded};
 use super::share::Work;
 use super::{Abort, Outcome, Plugin};
@@ -14,7 +15,7 @@ use crate::event::Event;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 use wasmtime::component::Instance;
-use wasmtime::{CallHook, Store, Trap, UpdateDeadline};
+use wasmtime::{CallHook, Store, UpdateDeadline};
 
 /// What happened to one event.
 #[derive(Debug)]
@@ -321,14 +322,6 @@ impl Plugin {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("commit failed: {0}")]
-struct Commit(String);
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Violation(String);
-
 /// Whether a claimed success over an aborted transaction is an error (deliveries) or
 /// merely commits nothing (reads, loads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,44 +375,6 @@ fn answer_fits(answer: &reader::Response, limits: &crate::config::Limits) -> Res
         ));
     }
     Ok(())
-}
-
-/// A trap's reason carries the end of the guest's stderr, where language runtimes put
-/// the traceback or the exception.
-const STDERR_LINES_IN_REASON: usize = 20;
-
-fn classify(error: wasmtime::Error, stderr: &[String], reason_bytes: usize) -> Outcome {
-    let with_stderr = |reason: String| {
-        let reason = if stderr.is_empty() {
-            reason
-        } else {
-            format!(
-                "{reason}; the plugin's stderr ended with:\n{}",
-                stderr.join("\n")
-            )
-        };
-        truncate(reason, reason_bytes)
-    };
-    if let Some(violation) = error.downcast_ref::<Violation>() {
-        return Outcome::Permanent(violation.0.clone());
-    }
-    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
-        return Outcome::Aborted(Abort::Limit(limit.to_string()));
-    }
-    if let Some(full) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
-        return Outcome::Aborted(Abort::Capacity(full.to_string()));
-    }
-    if let Some(trap) = error.downcast_ref::<Trap>() {
-        let hint = match trap {
-            Trap::UnreachableCodeReached => {
-                " (the plugin panicked, aborted or raised an uncaught exception)"
-            }
-            Trap::StackOverflow => " (unbounded recursion?)",
-            _ => "",
-        };
-        return Outcome::Aborted(Abort::Trap(with_stderr(format!("{trap}{hint}"))));
-    }
-    Outcome::Aborted(Abort::Host(with_stderr(format!("{error:#}"))))
 }
 
 impl From<&Event> for types::Event {

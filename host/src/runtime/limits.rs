@@ -51,14 +51,19 @@ impl ResourceLimiter for InvocationLimiter {
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory {
+        // The limit is on the instance's linear memory as a whole, however many memories
+        // the component defines.
+        let after = self
+            .memory_used
+            .saturating_add(desired.saturating_sub(current));
+        if after > self.memory {
             return Err(LimitExceeded::Memory {
                 limit: self.memory,
-                wanted: desired,
+                wanted: after,
             }
             .into());
         }
-        self.memory_used += desired.saturating_sub(current);
+        self.memory_used = after;
         Ok(true)
     }
 

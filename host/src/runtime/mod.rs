@@ -5,6 +5,7 @@ pub mod bindings;
 pub mod compiled;
 pub mod component_limits;
 mod engine;
+mod failure;
 mod invoke;
 pub mod limits;
 mod outcome;

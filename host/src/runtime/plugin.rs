@@ -293,7 +293,15 @@ async fn read_named(
     };
     let size = tokio::fs::metadata(path).await.map_err(unreadable)?.len();
     component_limits::check_size(size, limits)?;
-    let bytes = tokio::fs::read(path).await.map_err(unreadable)?;
+    // Read at most one byte past the limit: the file may grow after the check.
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(limits.component_bytes as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(unreadable)?;
+    component_limits::check_size(bytes.len() as u64, limits)?;
     Ok((name, bytes))
 }
 

@@ -22,8 +22,8 @@ export const handler = {
       );
     } catch (err) {
       const e = err.payload || { code: "", message: String(err) };
-      // Data, constraint and syntax errors fail the same way every time.
-      const permanent = ["22", "23", "42"].some((c) => e.code.startsWith(c));
+      // Data, constraint, syntax and limit errors fail the same way every time.
+      const permanent = ["22", "23", "42", "54"].some((c) => e.code.startsWith(c));
       throw { tag: permanent ? "permanent" : "retryable", val: `database error ${e.code}: ${e.message}` };
     }
   },

@@ -35,9 +35,9 @@ class Handler(exports.Handler):
                 [db.Value_Uuid(event.id), db.Value_Text(event.type), db.Value_Text(event.subject)],
             )
         except Err as e:
-            # Data, constraint and syntax errors fail the same way every time.
+            # Data, constraint, syntax and limit errors fail the same way every time.
             reason = f"database error {e.value.code}: {e.value.message}"
-            if e.value.code.startswith(("22", "23", "42")):
+            if e.value.code.startswith(("22", "23", "42", "54")):
                 raise Err(HandlerError_Permanent(reason))
             raise Err(HandlerError_Retryable(reason))
 
