@@ -56,6 +56,16 @@ const REFUSALS: &[(&str, &str, &str)] = &[
         "component_memories",
     ),
     ("transitively contains ", " tables,", "component_tables"),
+    (
+        "defined memories count of ",
+        " exceeds",
+        "component_memories",
+    ),
+    (
+        "defined tables count of ",
+        " exceeds the per-instance",
+        "component_tables",
+    ),
     ("memory has a minimum byte size of ", "", "memory"),
     ("has a minimum element size of ", "", "table_elements"),
 ];
@@ -109,6 +119,8 @@ mod tests {
             ("The component transitively contains 14 core module instances, which exceeds the configured maximum of 8 in the pooling allocator", "component_core_instances", 14),
             ("The component transitively contains 3 Wasm linear memories, which exceeds the configured maximum of 2 in the pooling allocator", "component_memories", 3),
             ("The component transitively contains 9 tables, which exceeds the configured maximum of 8 in the pooling allocator", "component_tables", 9),
+            ("module memory does not fit in pooling allocator requirements: defined memories count of 3 exceeds the per-instance limit of 2", "component_memories", 3),
+            ("module table does not fit in pooling allocator requirements: defined tables count of 9 exceeds the per-instance limit of 8", "component_tables", 9),
             ("module memory does not fit in pooling allocator requirements: memory has a minimum byte size of 134217728 which exceeds the limit of 67108864 bytes", "memory", 134217728),
         ];
         for (message, key, value) in cases {

@@ -23,6 +23,9 @@ pub fn engine(limits: &Limits) -> wasmtime::Result<Engine> {
         .total_stacks(n)
         .max_memories_per_component(limits.component_memories)
         .max_tables_per_component(limits.component_tables)
+        // A core module of the component may hold them all (multi-memory, several tables).
+        .max_memories_per_module(limits.component_memories)
+        .max_tables_per_module(limits.component_tables)
         .max_core_instances_per_component(limits.component_core_instances)
         .max_memory_size(limits.memory)
         .table_elements(limits.table_elements)
