@@ -47,4 +47,16 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1 >&2
 fi
 
+# Reference parsers the tests check the host's output with (the Prometheus Python client).
+PROMETHEUS_CLIENT=0.21.1
+checks="$tools/test-tools-prometheus-client-$PROMETHEUS_CLIENT"
+if [ ! -e "$checks/.complete" ]; then
+  say "installing the test tools (prometheus-client $PROMETHEUS_CLIENT) into $checks"
+  rm -rf "$checks"
+  python3 -m venv "$checks"
+  "$checks/bin/pip" install --quiet --disable-pip-version-check "prometheus-client==$PROMETHEUS_CLIENT" >&2
+  touch "$checks/.complete"
+fi
+
 echo "export PATH=\"$py/bin:$js/node_modules/.bin:$cc/bin:\$PATH\""
+echo "export EVENTHOST_TEST_PYTHON=\"$checks/bin/python\""

@@ -225,7 +225,10 @@ impl Bench {
 
     /// Mean time per delivery in each plugin (instantiate or begin, handle, commit).
     async fn mean_handler_ms(&self, pipeline: &Pipeline) -> anyhow::Result<String> {
-        let text = pipeline.metrics.render(&self.pool, None).await?;
+        let text = pipeline
+            .metrics
+            .render(&self.pool, None, eventhost::metrics::Format::Prometheus)
+            .await?;
         let value = |prefix: &str| -> Vec<(String, f64)> {
             text.lines()
                 .filter_map(|l| l.strip_prefix(prefix))

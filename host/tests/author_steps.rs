@@ -26,23 +26,7 @@ fn steps(lang: &str) -> String {
 /// `PATH` with the eventhost binary under test and the guest toolchains in front.
 fn path_with_tools() -> String {
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_eventhost"));
-    let toolchains = Command::new("bash")
-        .arg(repo_path("scripts/toolchains.sh"))
-        .output()
-        .expect("run scripts/toolchains.sh");
-    assert!(
-        toolchains.status.success(),
-        "{}",
-        String::from_utf8_lossy(&toolchains.stderr)
-    );
-    // The script prints `export PATH="<tools>:$PATH"`.
-    let line = String::from_utf8_lossy(&toolchains.stdout).into_owned();
-    let tools = line
-        .trim()
-        .strip_prefix("export PATH=\"")
-        .and_then(|rest| rest.strip_suffix(":$PATH\""))
-        .unwrap_or_else(|| panic!("unexpected toolchains output {line:?}"))
-        .to_string();
+    let tools = common::toolchains().path;
     format!(
         "{}:{tools}:{}",
         binary.parent().unwrap().display(),

@@ -182,6 +182,7 @@ impl Watcher {
             // Removed (or replaced) while it loaded: the next scan decides.
             Ok(_) if !still_there(&path, stamp) => return,
             Ok(plugin) => {
+                self.metrics.plugin_loaded(name.as_str());
                 self.registry.install(plugin, &path);
                 self.retry.remove(&path);
                 self.settled.insert(path, (Some(name), stamp));

@@ -111,17 +111,13 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+/// Prometheus text 0.0.4, or OpenMetrics when the scraper's `Accept` asks for it.
+async fn metrics(State(state): State<Arc<ApiState>>, headers: axum::http::HeaderMap) -> Response {
     let relay = state.relay.as_ref().map(|r| r.stats());
-    match state.metrics.render(&state.pool, relay).await {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Format::negotiate(accept);
+    match state.metrics.render(&state.pool, relay, format).await {
+        Ok(text) => ([(header::CONTENT_TYPE, format.content_type())], text).into_response(),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot read the outbox backlog: {e}"),

@@ -48,6 +48,39 @@ fn built(dir: &str, file_stem: &str) -> PathBuf {
     path
 }
 
+/// What `scripts/toolchains.sh` exports (installing what is missing, once): the guest
+/// toolchains' `PATH` entries, and `EVENTHOST_TEST_PYTHON`, a Python with the reference
+/// parsers the tests check the host's output with.
+pub struct Toolchains {
+    pub path: String,
+    pub python: String,
+}
+
+pub fn toolchains() -> Toolchains {
+    let ran = std::process::Command::new("bash")
+        .arg(repo_path("scripts/toolchains.sh"))
+        .output()
+        .expect("run scripts/toolchains.sh");
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let out = String::from_utf8_lossy(&ran.stdout).into_owned();
+    let value = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=\"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("scripts/toolchains.sh did not export {name}: {out:?}"))
+            .to_string()
+    };
+    let path = value("PATH");
+    Toolchains {
+        path: path.strip_suffix(":$PATH").unwrap_or(&path).to_string(),
+        python: value("EVENTHOST_TEST_PYTHON"),
+    }
+}
+
 pub fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")

@@ -1,6 +1,10 @@
 //! Prometheus metrics: per-plugin outcome counters and handler durations, the relay's
 //! counters, and the outbox backlog (read from PostgreSQL at each scrape).
 
+mod exposition;
+
+pub use exposition::Format;
+
 use crate::outbox::RelayStats;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -204,6 +208,23 @@ impl Metrics {
         }
     }
 
+    /// Makes every per-plugin series exist, at zero, from the moment the plugin loads, so
+    /// a dashboard can tell "none yet" from "not there".
+    pub fn plugin_loaded(&self, plugin: &str) {
+        let label = label(plugin);
+        for disposition in [
+            Disposition::Handled,
+            Disposition::Duplicate,
+            Disposition::Retried,
+            Disposition::DeadLettered,
+            Disposition::Parked,
+        ] {
+            drop(self.family(disposition).get_or_create(&label));
+        }
+        drop(self.inner.durations.get_or_create(&label));
+        drop(self.inner.reload_failures.get_or_create(&label));
+    }
+
     pub fn reload_failed(&self, plugin: &str) {
         let label = label(plugin);
         self.inner.reload_failures.get_or_create(&label).inc();
@@ -224,12 +245,13 @@ impl Metrics {
         self.inner.task_restarts.get_or_create(&label).inc();
     }
 
-    /// Prometheus text exposition. Refreshes the outbox gauges from PostgreSQL first (a
+    /// The exposition in `format`. Refreshes the outbox gauges from PostgreSQL first (a
     /// failed query leaves the last values and is reported in the error).
     pub async fn render(
         &self,
         pool: &PgPool,
         relay: Option<&RelayStats>,
+        format: Format,
     ) -> Result<String, sqlx::Error> {
         let inner = &self.inner;
         let refreshed = crate::outbox::backlog(pool).await;
@@ -242,10 +264,13 @@ impl Metrics {
             sync_counter(&inner.relay_published, &stats.published);
             sync_counter(&inner.relay_failed, &stats.failed_attempts);
         }
-        refreshed.map(|_| self.encode_registry())
+        refreshed.map(|_| match format {
+            Format::OpenMetrics => self.encode_registry(),
+            Format::Prometheus => exposition::prometheus_text(&self.encode_registry()),
+        })
     }
 
-    /// The registry as Prometheus text, as it stands.
+    /// The registry as OpenMetrics text, as it stands.
     pub(crate) fn encode_registry(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.inner.registry)
