@@ -247,3 +247,88 @@ async fn an_incoming_trace_is_continued_into_the_event() {
     service.server.abort();
     world.stop().await;
 }
+
+/// What an HTML form on another site could send is refused with 415, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_json_bodies_are_accepted_and_names_count_characters() {
+    let world = OutboxWorld::start().await;
+    let service = Service::start(&world).await;
+    let raw = |path: &str, content_type: &str, body: &str| {
+        let request = service
+            .client
+            .post(format!("{}{path}", service.base))
+            .header("content-type", content_type)
+            .body(body.to_string());
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let json_text = r#"{"email":"form@example.com","name":"Form"}"#;
+    for (content_type, body) in [
+        (
+            "application/x-www-form-urlencoded",
+            "email=form%40example.com&name=Form",
+        ),
+        ("multipart/form-data; boundary=x", "--x--"),
+        ("text/plain", json_text),
+    ] {
+        let (status, answer) = raw("/auth/register", content_type, body).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}: {answer}"
+        );
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("application/json"),
+            "{answer}"
+        );
+    }
+    assert!(events(&world).await.is_empty(), "nothing was written");
+
+    let (status, answer) = raw(
+        "/auth/register",
+        "application/json; charset=utf-8",
+        json_text,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_string();
+    // A bodyless form post cannot change a user either; a bodyless plain POST can.
+    let deactivate = format!("/auth/users/{id}/deactivate");
+    let (status, _) = raw(&deactivate, "application/x-www-form-urlencoded", "").await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        events(&world).await.len(),
+        1,
+        "only the registration's event"
+    );
+    let (status, _) = service.post(&deactivate, None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // 200 characters of two bytes each are a valid name; 201 are not.
+    let name = "é".repeat(200);
+    let (status, answer) = service
+        .post(
+            "/auth/register",
+            Some(json!({ "email": "zoe@example.com", "name": name })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (status, _) = service
+        .post(
+            "/auth/register",
+            Some(json!({ "email": "zoe2@example.com", "name": "é".repeat(201) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    service.server.abort();
+    world.stop().await;
+}

@@ -63,8 +63,52 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| bad_request(format!("user id {id:?} is not a UUID")))
 }
 
+/// Every POST must be JSON (`application/json` or `application/*+json`), or carry no
+/// body and no content type at all. What an HTML form can send (urlencoded, multipart,
+/// `text/plain`) is refused with 415, so a page on another site cannot register or change
+/// users through a visitor's browser: a JSON post from elsewhere needs a CORS preflight,
+/// which this service never grants.
+fn json_only(headers: &HeaderMap, body: &Bytes) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("?").to_string());
+    let Some(content_type) = content_type else {
+        if body.is_empty() {
+            return Ok(());
+        }
+        return Err(unsupported(
+            "a request body needs Content-Type: application/json",
+        ));
+    };
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let json = media == "application/json"
+        || media
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"));
+    if json {
+        Ok(())
+    } else {
+        Err(unsupported(&format!(
+            "Content-Type {content_type:?} is not accepted: send application/json"
+        )))
+    }
+}
+
+fn unsupported(message: &str) -> ApiError {
+    ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, message.into())
+}
+
 /// Parses a JSON body ourselves so a missing field is a 400 that names it.
-fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+fn parse_body<T: for<'de> Deserialize<'de>>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    json_only(headers, body)?;
     serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid request body: {e}")))
 }
 
@@ -137,7 +181,7 @@ async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request: RegisterRequest = parse_body(&body)?;
+    let request: RegisterRequest = parse_body(&headers, &body)?;
     let email = request.email.trim().to_lowercase();
     if !valid_email(&email) {
         return Err(bad_request(format!(
@@ -146,7 +190,8 @@ async fn register(
         )));
     }
     let name = request.name.trim();
-    if name.is_empty() || name.len() > 200 {
+    // Characters, not bytes: "Zoë" is three.
+    if name.is_empty() || name.chars().count() > 200 {
         return Err(bad_request("name must be 1-200 characters"));
     }
     let role = request.role.as_deref().unwrap_or("user");
@@ -168,24 +213,28 @@ async fn deactivate(
     state: State<Arc<AppState>>,
     headers: HeaderMap,
     id: Path<String>,
+    body: Bytes,
 ) -> Result<Json<users::User>, ApiError> {
-    set_active(state, headers, id, false).await
+    set_active(state, headers, id, body, false).await
 }
 
 async fn activate(
     state: State<Arc<AppState>>,
     headers: HeaderMap,
     id: Path<String>,
+    body: Bytes,
 ) -> Result<Json<users::User>, ApiError> {
-    set_active(state, headers, id, true).await
+    set_active(state, headers, id, body, true).await
 }
 
 async fn set_active(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    body: Bytes,
     active: bool,
 ) -> Result<Json<users::User>, ApiError> {
+    json_only(&headers, &body)?;
     let id = parse_id(&id)?;
     let user = users::set_active(&state.pool, &producer(&state, &headers), id, active).await?;
     Ok(Json(user))
@@ -204,7 +253,7 @@ async fn set_role(
     body: Bytes,
 ) -> Result<Json<users::User>, ApiError> {
     let id = parse_id(&id)?;
-    let request: RoleRequest = parse_body(&body)?;
+    let request: RoleRequest = parse_body(&headers, &body)?;
     valid_role(&request.role)?;
     let user = users::set_role(&state.pool, &producer(&state, &headers), id, &request.role).await?;
     Ok(Json(user))
