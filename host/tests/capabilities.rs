@@ -125,6 +125,44 @@ async fn concurrent_repairs_of_one_user_make_one_row() {
     host.stop().await;
 }
 
+/// `HEAD` runs the read hook in a read-only transaction: user-stats' on-read repair cannot
+/// write, so the row appears only with the `GET` after it.
+#[tokio::test]
+async fn a_head_read_cannot_write() {
+    let host = TestHost::default().await;
+    let plugin = host.load("user_stats").await;
+    let user = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO users (id, email, name) VALUES ($1, 'head@example.com', 'Head')")
+        .bind(user)
+        .execute(&host.pool)
+        .await
+        .unwrap();
+    let rows = format!("SELECT created_via FROM user_stats WHERE user_id = '{user}'");
+    let head = ReadRequest {
+        method: "HEAD".into(),
+        ..get_request(format!("stats/{user}"))
+    };
+    let (answer, _) = plugin.read(head).await;
+    let answer = answer.expect("the hook ran");
+    let body = String::from_utf8_lossy(&answer.body).into_owned();
+    assert_eq!(
+        answer.status, 500,
+        "the repair's INSERT was refused: {body}"
+    );
+    assert!(body.contains("25006"), "read-only transaction: {body}");
+    assert!(
+        plugin.query_json(&rows).await.unwrap().is_empty(),
+        "nothing written"
+    );
+    let (answer, _) = plugin.read(get_request(format!("stats/{user}"))).await;
+    assert_eq!(answer.unwrap().status, 200);
+    assert_eq!(
+        plugin.query_json(&rows).await.unwrap(),
+        vec![json!({ "created_via": "repair" })]
+    );
+    host.stop().await;
+}
+
 async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
     let mut out = Vec::new();
     for handle in handles {

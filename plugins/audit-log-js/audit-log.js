@@ -84,7 +84,8 @@ export const reader = {
   // `GET events/{aggregate_type}/{aggregate_id}`: that aggregate's events, oldest first.
   read(request) {
     const segments = request.path.replace(/^\/+|\/+$/g, "").split("/");
-    if (request.method === "GET" && segments.length === 3 && segments[0] === "events") {
+    const readable = request.method === "GET" || request.method === "HEAD";
+    if (readable && segments.length === 3 && segments[0] === "events") {
       return listEvents(segments[1], segments[2]);
     }
     return reply(404, { error: `no route for ${request.method} ${request.path}` });

@@ -84,7 +84,7 @@ class Reader(exports.Reader):
     def read(self, request: Request) -> Response:
         """`GET events/{aggregate_type}/{aggregate_id}`: that aggregate's events, oldest first."""
         segments = request.path.strip("/").split("/")
-        if request.method == "GET" and len(segments) == 3 and segments[0] == "events":
+        if request.method in ("GET", "HEAD") and len(segments) == 3 and segments[0] == "events":
             return list_events(segments[1], segments[2])
         return reply(404, {"error": f"no route for {request.method} {request.path}"})
 

@@ -4,11 +4,14 @@
 use super::{error, ApiState};
 use crate::runtime::{Outcome, ReadRequest};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use std::sync::Arc;
 
+/// `GET` and `HEAD` (axum routes `HEAD` here and drops the body). A `HEAD` runs the hook
+/// with method `HEAD` in a read-only transaction, so it cannot write (no on-read repair).
 pub async fn read(
+    method: Method,
     State(state): State<Arc<ApiState>>,
     Path((plugin, path)): Path<(String, String)>,
     Query(query): Query<Vec<(String, String)>>,
@@ -28,7 +31,12 @@ pub async fn read(
         );
     }
     let request = ReadRequest {
-        method: "GET".into(),
+        method: if method == Method::HEAD {
+            "HEAD"
+        } else {
+            "GET"
+        }
+        .into(),
         path,
         query,
     };

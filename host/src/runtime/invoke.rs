@@ -142,6 +142,9 @@ impl Plugin {
             return (Err(Outcome::Aborted(busy)), Vec::new());
         };
         let mut store = self.new_store(Work::Read, None);
+        if wit_request.method == "HEAD" {
+            store.data_mut().db.set_read_only();
+        }
         let limits = &self.runtime.inner.limits;
         // The answer is checked as soon as it leaves the plugin; one that is refused never
         // commits and never leaves the host.

@@ -72,7 +72,7 @@ impl eventhost_plugin::Reader for AuditLog {
     fn read(req: Request) -> Response {
         let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
         match (req.method.as_str(), segments.as_slice()) {
-            ("GET", ["events", aggregate_type, aggregate_id]) => {
+            ("GET" | "HEAD", ["events", aggregate_type, aggregate_id]) => {
                 list_events(aggregate_type, aggregate_id)
             }
             _ => Response::no_route(&req.method, &req.path),

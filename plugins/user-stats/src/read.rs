@@ -15,8 +15,10 @@ const STATS_COLUMNS: &str =
 pub fn route(req: Request) -> Response {
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     match (req.method.as_str(), segments.as_slice()) {
-        ("GET", ["stats", user_id]) => get_stats(user_id),
-        (_, ["stats", _]) => reply(405, json!({ "error": "only GET is supported" })),
+        // A HEAD runs read-only: a missing row is reported (500 on the refused repair),
+        // never created.
+        ("GET" | "HEAD", ["stats", user_id]) => get_stats(user_id),
+        (_, ["stats", _]) => reply(405, json!({ "error": "only GET and HEAD are supported" })),
         _ => reply(
             404,
             json!({ "error": format!("no route for {}", req.path) }),

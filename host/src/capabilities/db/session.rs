@@ -22,6 +22,9 @@ use std::sync::Arc;
 
 /// Opens the transaction and reports the session's backend, in one round trip.
 const BEGIN: &str = "BEGIN; SELECT pg_catalog.pg_backend_pid()";
+/// The same, for a `HEAD` read. The `SELECT` is the transaction's first query, so the
+/// plugin can no longer switch it to read-write.
+const BEGIN_READ_ONLY: &str = "BEGIN READ ONLY; SELECT pg_catalog.pg_backend_pid()";
 
 /// [`BEGIN`], and the named prepared statements on this connection: ones made by SQL
 /// (`PREPARE` run by a function or a `DO` block of the plugin's) are an earlier
@@ -32,6 +35,9 @@ const BEGIN: &str = "BEGIN; SELECT pg_catalog.pg_backend_pid()";
 /// transaction, and role settings are checked when a connection is made
 /// (`provision::plugin_pool`).
 const BEGIN_AND_CHECK: &str = "BEGIN; SELECT pg_catalog.pg_backend_pid(), \
+    count(*) FILTER (WHERE p.from_sql), count(*) FILTER (WHERE NOT p.from_sql) \
+    FROM pg_catalog.pg_prepared_statement() p";
+const BEGIN_READ_ONLY_AND_CHECK: &str = "BEGIN READ ONLY; SELECT pg_catalog.pg_backend_pid(), \
     count(*) FILTER (WHERE p.from_sql), count(*) FILTER (WHERE NOT p.from_sql) \
     FROM pg_catalog.pg_prepared_statement() p";
 
@@ -85,6 +91,8 @@ pub struct DbSession {
     /// No connection could be had in time (the plugin's pool, or its role's connection
     /// limit on the server, was full): not the event's fault, so not one of its attempts.
     unavailable: Option<String>,
+    /// The transaction is opened `READ ONLY` (a `HEAD` read: nothing it runs may write).
+    read_only: bool,
 }
 
 struct OpenTx {
@@ -111,7 +119,13 @@ impl DbSession {
             unavailable: None,
             failed: false,
             lost: None,
+            read_only: false,
         }
+    }
+
+    /// Opens the transaction read-only: any write fails with SQLSTATE 25006.
+    pub fn set_read_only(&mut self) {
+        self.read_only = true;
     }
 
     /// Why the invocation must fail permanently, if the plugin broke a sandbox rule.
@@ -169,7 +183,12 @@ impl DbSession {
                 Err(e) => return Err(error(format!("no database connection for the plugin: {e}"))),
             };
             let check = self.has_code.load(Ordering::Relaxed);
-            let sql = if check { BEGIN_AND_CHECK } else { BEGIN };
+            let sql = match (check, self.read_only) {
+                (true, true) => BEGIN_READ_ONLY_AND_CHECK,
+                (true, false) => BEGIN_AND_CHECK,
+                (false, true) => BEGIN_READ_ONLY,
+                (false, false) => BEGIN,
+            };
             let state = match begin(&mut conn, sql).await.and_then(|row| {
                 let pid = row.try_get::<i32, _>(0)?;
                 let statements = match check {
