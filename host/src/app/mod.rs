@@ -96,7 +96,9 @@ impl App {
         };
         let consuming = Arc::new(Consuming::default());
         let connected = Arc::new(AtomicBool::new(false));
-        if config.consumer.enabled {
+        // Plugins load for the consumer and for the API's reads: a host with the consumer
+        // off still serves `GET /plugins/...`.
+        if config.consumer.enabled || config.http.enabled {
             // The plugins' own pool for provisioning, migrations, role repair and auth
             // lookups: loads holding sessions cannot take the relay's or the API's.
             let plugins_admin = database::connect(&config.database_url, PLUGINS_ADMIN_POOL).await?;
@@ -108,6 +110,8 @@ impl App {
                 &mut supervisor,
                 &shutdown,
             )?;
+        }
+        if config.consumer.enabled {
             let settings = consumer::Settings {
                 broker: config.broker.clone(),
                 config: config.consumer.clone(),

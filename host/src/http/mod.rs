@@ -92,7 +92,13 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
         .consumer
         .as_ref()
         .is_none_or(|(_, c)| c.covers(names.iter().map(String::as_str)));
-    let plugins = state.plugins_scanned.load(Ordering::Relaxed) && !names.is_empty() && consuming;
+    // With the consumer on, ready means its plugins are loaded and consuming; with it off,
+    // that the plugin directory was read (what it held serves reads).
+    let scanned = state.plugins_scanned.load(Ordering::Relaxed);
+    let plugins = match state.consumer {
+        Some(_) => scanned && !names.is_empty() && consuming,
+        None => scanned,
+    };
     let down = state.tasks.down();
     let ready = database && broker && plugins && down.is_empty();
     let status = if ready {

@@ -38,6 +38,9 @@ pub struct ServeWorld {
 pub struct Extra<'a> {
     pub consumer: &'a str,
     pub http: &'a str,
+    /// Extra lines of `[relay]` and `[auth_service]`.
+    pub relay: &'a str,
+    pub auth_service: &'a str,
     pub env: &'a [(&'a str, &'a str)],
     /// Files in the plugin directory, as (file stem of a built plugin, file stem there).
     pub renamed: &'a [(&'a str, &'a str)],
@@ -108,6 +111,7 @@ exchange = "eventhost.e2e.{tag}"
 poll_interval = "200ms"
 backoff_base = "100ms"
 backoff_max = "1s"
+{relay_extra}
 [consumer]
 plugin_dir = "{plugins}"
 queue_prefix = "e2e.{tag}"
@@ -120,6 +124,7 @@ listen = "127.0.0.1:{api_port}"
 {http_extra}
 [auth_service]
 listen = "127.0.0.1:{auth_port}"
+{auth_extra}
 "#,
             db = scratch.url,
             amqp = amqp_url(),
@@ -137,6 +142,8 @@ listen = "127.0.0.1:{auth_port}"
                 r#"retry_delays = ["200ms", "400ms"]"#
             },
             http_extra = extra.http,
+            relay_extra = extra.relay,
+            auth_extra = extra.auth_service,
         );
         std::fs::write(&config, toml).expect("write config");
         let mut world = Self {
