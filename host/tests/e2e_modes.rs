@@ -19,7 +19,7 @@ fn switch(on: bool) -> &'static str {
 
 async fn mode(consumer: bool, relay: bool, auth: bool) {
     let label = format!("consumer {consumer}, relay {relay}, auth service {auth}");
-    let mut world = ServeWorld::start_with(
+    let world = ServeWorld::start_with(
         &["audit_log"],
         Extra {
             consumer: switch(consumer),
