@@ -49,6 +49,9 @@ pub fn to_response(plugin: &str, answer: ReadResponse) -> Response {
     };
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = status;
+    response
+        .extensions_mut()
+        .insert(super::errors::PluginAnswer);
     let mut dropped = Vec::new();
     for (name, value) in answer.headers {
         if !plugin_may_set(&name) {

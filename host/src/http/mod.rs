@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod answer;
+mod errors;
 mod limits;
 mod reads;
 pub mod server;
@@ -56,16 +57,20 @@ pub fn router(state: ApiState, config: &HttpConfig) -> Router {
     with_limits(api, config)
 }
 
-/// Every route of `router` under the body size cap and the request deadline.
+/// Every route of `router` under the body size cap and the request deadline, and every
+/// error (the framework's too) in the one JSON shape.
 pub fn with_limits(router: Router, config: &HttpConfig) -> Router {
     let limits = RequestLimits {
         max_body_bytes: config.max_body_bytes,
         request_timeout: config.request_timeout,
     };
-    router.layer(axum::middleware::from_fn_with_state(
-        limits,
-        limits::enforce,
-    ))
+    router
+        .fallback(errors::no_route)
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            limits::enforce,
+        ))
+        .layer(axum::middleware::from_fn(errors::uniform))
 }
 
 /// An error answer: status and `{"error": "..."}`.
