@@ -5,6 +5,7 @@ pub mod migrate;
 pub mod provision;
 mod role;
 mod session;
+mod session_sql;
 mod statement;
 mod values;
 mod wire;

@@ -9,6 +9,10 @@
 //! the plugin's role are caught when a connection is made (`provision::plugin_pool`).
 
 use super::provision::{self, PluginIdentity};
+use super::session_sql::{
+    BEGIN, BEGIN_AND_CHECK, BEGIN_READ_ONLY, BEGIN_READ_ONLY_AND_CHECK, COMMIT_AND_RESET,
+    ROLLBACK_AND_RESET,
+};
 use super::statement::{defines_code, refused_keyword};
 use super::values::{bind, decode_row, error, row_bytes};
 use super::wire::{begin, execute, execute_simple, fetch, keyed_sql, prepare, to_db_error};
@@ -19,41 +23,6 @@ use sqlx::postgres::{PgConnection, PgPool, Postgres};
 use sqlx::{Column, Connection, Row, Statement};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-/// Opens the transaction and reports the session's backend, in one round trip.
-const BEGIN: &str = "BEGIN; SELECT pg_catalog.pg_backend_pid()";
-/// The same, for a `HEAD` read. The `SELECT` is the transaction's first query, so the
-/// plugin can no longer switch it to read-write.
-const BEGIN_READ_ONLY: &str = "BEGIN READ ONLY; SELECT pg_catalog.pg_backend_pid()";
-
-/// [`BEGIN`], and the named prepared statements on this connection: ones made by SQL
-/// (`PREPARE` run by a function or a `DO` block of the plugin's) are an earlier
-/// invocation's, and fewer protocol-level ones than sqlx has cached means one was
-/// deallocated under it. Only plugins that have code of their own can make either, so
-/// only their sessions pay for the check (it costs about as much as a round trip).
-/// Everything else a session can carry over is cleared by [`reset!`] at the end of each
-/// transaction, and role settings are checked when a connection is made
-/// (`provision::plugin_pool`).
-const BEGIN_AND_CHECK: &str = "BEGIN; SELECT pg_catalog.pg_backend_pid(), \
-    count(*) FILTER (WHERE p.from_sql), count(*) FILTER (WHERE NOT p.from_sql) \
-    FROM pg_catalog.pg_prepared_statement() p";
-const BEGIN_READ_ONLY_AND_CHECK: &str = "BEGIN READ ONLY; SELECT pg_catalog.pg_backend_pid(), \
-    count(*) FILTER (WHERE p.from_sql), count(*) FILTER (WHERE NOT p.from_sql) \
-    FROM pg_catalog.pg_prepared_statement() p";
-
-/// With the host's `COMMIT` / `ROLLBACK`, in the same round trip: back to the settings the
-/// host connected with, and nothing else carried to the next invocation.
-macro_rules! reset {
-    () => {
-        "RESET ALL; UNLISTEN *; CLOSE ALL; DISCARD TEMP; DISCARD SEQUENCES"
-    };
-}
-// Committing, the reset runs inside the transaction, before `COMMIT` (settings reset and
-// `UNLISTEN` take effect with it): if any part fails, nothing commits, so "commit failed"
-// is always true. Rolling back undoes the transaction's own `SET`s anyway; the reset after
-// it clears what is not transactional (sequence state, cursors held from earlier).
-const COMMIT_AND_RESET: &str = concat!(reset!(), "; COMMIT");
-const ROLLBACK_AND_RESET: &str = concat!("ROLLBACK; ", reset!());
 
 /// Connections tried per invocation before giving up on a pool of dirty ones.
 const MAX_CONNECT_TRIES: usize = 4;
