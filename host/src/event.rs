@@ -78,7 +78,13 @@ impl Event {
     }
 
     /// Reads a structured-mode CloudEvent. `specversion` must be 1.0; `data` must be JSON
-    /// (`datacontenttype` absent or `application/json`).
+    /// (`datacontenttype` absent or `application/json`). The attributes CloudEvents makes
+    /// optional get eventhost's defaults when absent:
+    /// * `subject` (the aggregate, and so the ordering key): the event's `id`, so such an
+    ///   event is ordered after nothing;
+    /// * `aggregatetype`: the first dot-separated word of `type` (`order.placed` → `order`);
+    /// * `time`: when this host read the event;
+    /// * `data`: JSON `null`.
     pub fn from_json(value: Value) -> Result<Self, EventError> {
         let Value::Object(mut map) = value else {
             return Err(EventError::NotAnObject);
@@ -108,22 +114,37 @@ impl Event {
         let id = required_str(&map, "id")?;
         let id = Uuid::parse_str(id)
             .map_err(|_| invalid("id", format!("must be a UUID, got {id:?}")))?;
-        let time = required_str(&map, "time")?;
-        let time = DateTime::parse_from_rfc3339(time)
-            .map_err(|e| invalid("time", format!("must be an RFC 3339 timestamp ({e})")))?;
+        let time = match optional_str(&map, "time")? {
+            Some(time) => DateTime::parse_from_rfc3339(time)
+                .map_err(|e| invalid("time", format!("must be an RFC 3339 timestamp ({e})")))?,
+            None => chrono::Utc::now().fixed_offset(),
+        };
         let schema_version = match map.get("schemaversion") {
             None => 1,
             Some(v) => parse_version(v)?,
         };
+        let event_type = non_empty(&map, "type")?;
+        let subject = match optional_non_empty(&map, "subject")? {
+            Some(subject) => subject,
+            None => id.to_string(),
+        };
+        let aggregate_type = match optional_non_empty(&map, "aggregatetype")? {
+            Some(kind) => kind,
+            None => event_type
+                .split('.')
+                .next()
+                .unwrap_or(&event_type)
+                .to_string(),
+        };
         let event = Event {
             id: EventId(id),
             source: non_empty(&map, "source")?,
-            event_type: non_empty(&map, "type")?,
+            event_type,
             time,
-            subject: non_empty(&map, "subject")?,
-            aggregate_type: non_empty(&map, "aggregatetype")?,
+            subject,
+            aggregate_type,
             schema_version,
-            data: map.remove("data").ok_or(EventError::Missing("data"))?,
+            data: map.remove("data").unwrap_or(Value::Null),
             headers: headers(&map)?,
         };
         Ok(event)
@@ -162,6 +183,27 @@ fn required_str<'a>(
         None | Some(Value::Null) => Err(EventError::Missing(name)),
         Some(Value::String(s)) => Ok(s),
         Some(other) => Err(invalid(name, format!("must be a string, got {other}"))),
+    }
+}
+
+/// An optional attribute: absent (or `null`) is `None`; present, it must be a string.
+fn optional_str<'a>(
+    map: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<&'a str>, EventError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => required_str(map, name).map(Some),
+    }
+}
+
+fn optional_non_empty(
+    map: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<String>, EventError> {
+    match optional_str(map, name)? {
+        None => Ok(None),
+        Some(_) => non_empty(map, name).map(Some),
     }
 }
 
@@ -247,6 +289,34 @@ mod tests {
         assert_eq!(Event::from_json(event.to_json()).unwrap(), event);
     }
 
+    /// Only `specversion`, `id`, `source` and `type` are required by CloudEvents; the
+    /// others eventhost needs get their documented defaults.
+    #[test]
+    fn a_minimal_spec_valid_event_gets_the_defaults() {
+        let before = chrono::Utc::now();
+        let event = Event::from_json(json!({
+            "specversion": "1.0", "id": "7f0c1a52-2f35-4d47-9d51-1d0c5e0f7a11",
+            "source": "https://shop.example/orders", "type": "order.placed"
+        }))
+        .unwrap();
+        assert_eq!(
+            event.subject, "7f0c1a52-2f35-4d47-9d51-1d0c5e0f7a11",
+            "ordered by its id"
+        );
+        assert_eq!(event.aggregate_type, "order");
+        assert_eq!(event.data, Value::Null);
+        assert_eq!(event.schema_version, 1);
+        assert!(
+            event.time >= before && event.time <= chrono::Utc::now(),
+            "received now"
+        );
+        assert_eq!(
+            Event::from_json(event.to_json()).unwrap(),
+            event,
+            "what is republished parses the same"
+        );
+    }
+
     #[test]
     fn bad_attributes_are_named() {
         let mut v = sample();
@@ -256,10 +326,16 @@ mod tests {
             .to_string()
             .contains("`id`"));
         let mut v = sample();
-        v.as_object_mut().unwrap().remove("subject");
+        v["subject"] = json!("  ");
+        assert!(Event::from_json(v)
+            .unwrap_err()
+            .to_string()
+            .contains("`subject`"));
+        let mut v = sample();
+        v.as_object_mut().unwrap().remove("source");
         assert_eq!(
             Event::from_json(v).unwrap_err(),
-            EventError::Missing("subject")
+            EventError::Missing("source")
         );
         let mut v = sample();
         v["time"] = json!("yesterday");

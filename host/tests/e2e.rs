@@ -549,3 +549,23 @@ fn serve_documents_its_flags_and_a_bad_value_names_its_field() {
         "{stderr}"
     );
 }
+
+/// A CloudEvent with only the attributes the spec requires (`specversion`, `id`,
+/// `source`, `type`), as a plain AMQP client publishes it, is handled with eventhost's
+/// documented defaults instead of being dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minimal_spec_valid_cloudevent_is_handled_with_the_defaults() {
+    let world = ServeWorld::start(&["audit_log"]).await;
+    let id = Uuid::new_v4();
+    let body = json!({ "specversion": "1.0", "id": id, "source": "https://shop.example", "type": "order.placed" });
+    world
+        .publish("order.placed", body.to_string().as_bytes(), None)
+        .await;
+    let sql = format!(
+        "SELECT count(*) FROM plugin_audit_log.audit_events
+         WHERE event_id = '{id}' AND aggregate_type = 'order' AND aggregate_id = '{id}'
+           AND payload = 'null'::jsonb AND occurred_at > now() - interval '1 minute'"
+    );
+    world.wait_count(&sql, 1, WAIT).await;
+    world.finish().await;
+}
