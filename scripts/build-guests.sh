@@ -8,6 +8,8 @@ say() { printf '[guests] %s\n' "$*"; }
 eval "$(bash scripts/toolchains.sh)"
 out="${CARGO_TARGET_DIR:-target}/guests"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"   # absolute: componentize-py runs from the plugin's directory
+root="$(pwd)"
 
 fresh() { # fresh OUTPUT SOURCE_DIR: the output exists and nothing it is built from is newer
   [ -e "$1" ] && [ -z "$(find "$2" wit -newer "$1" -print -quit)" ]
@@ -16,7 +18,7 @@ fresh() { # fresh OUTPUT SOURCE_DIR: the output exists and nothing it is built f
 python_plugin() { # python_plugin DIR WORLD OUTPUT
   fresh "$out/$3" "$1" && return
   say "componentize-py  $1 -> $out/$3"
-  (cd "$1" && componentize-py -d "$OLDPWD/wit" -w "$2" componentize app -o "$OLDPWD/$out/$3.partial" >/dev/null)
+  (cd "$1" && componentize-py -d "$root/wit" -w "$2" componentize app -o "$out/$3.partial" >/dev/null)
   mv "$out/$3.partial" "$out/$3"
 }
 
