@@ -569,3 +569,45 @@ async fn a_minimal_spec_valid_cloudevent_is_handled_with_the_defaults() {
     world.wait_count(&sql, 1, WAIT).await;
     world.finish().await;
 }
+
+/// CloudEvents in binary content mode over AMQP: the attributes as headers (both
+/// prefixes of the AMQP binding, and the `ce-` some SDKs send), the data as the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_mode_cloudevents_are_handled() {
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    let world = ServeWorld::start(&["audit_log"]).await;
+    let mut ids = Vec::new();
+    for prefix in ["cloudEvents:", "cloudEvents_", "ce-"] {
+        let id = Uuid::new_v4();
+        ids.push(id);
+        let mut headers = FieldTable::default();
+        for (name, value) in [
+            ("specversion", "1.0".to_string()),
+            ("id", id.to_string()),
+            ("source", "https://shop.example".to_string()),
+            ("type", "order.placed".to_string()),
+            ("subject", format!("order-{prefix}")),
+        ] {
+            headers.insert(
+                ShortString::from(format!("{prefix}{name}")),
+                AMQPValue::LongString(LongString::from(value)),
+            );
+        }
+        let properties = lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_headers(headers);
+        world
+            .publish_with("order.placed", br#"{"total": "12.50"}"#, properties)
+            .await;
+    }
+    for (id, prefix) in ids.iter().zip(["cloudEvents:", "cloudEvents_", "ce-"]) {
+        let sql = format!(
+            "SELECT count(*) FROM plugin_audit_log.audit_events
+             WHERE event_id = '{id}' AND aggregate_id = 'order-{prefix}'
+               AND payload = '{{\"total\": \"12.50\"}}'::jsonb"
+        );
+        world.wait_count(&sql, 1, WAIT).await;
+    }
+    world.finish().await;
+}

@@ -65,7 +65,7 @@ enum Verdict {
 
 /// The aggregate a delivery belongs to, for ordering; `None` for unparseable bodies.
 pub fn parse(delivery: &Delivery) -> (Option<String>, Result<Event, String>) {
-    match Event::from_json_bytes(&delivery.data) {
+    match super::binary_mode::event(&delivery.properties, &delivery.data) {
         Ok(event) => (Some(aggregate(&event)), Ok(event)),
         Err(e) => (None, Err(format!("malformed event: {e}"))),
     }

@@ -3,6 +3,7 @@
 //! the set of plugins (hot loading adds, rebinds and stops consumers) and reconnects
 //! with backoff when RabbitMQ goes away.
 
+mod binary_mode;
 pub mod bindings;
 mod crashes;
 pub mod dead_letters;

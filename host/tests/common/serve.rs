@@ -365,15 +365,25 @@ listen = "127.0.0.1:{auth_port}"
     /// GET on the host's API: status and body as JSON (`Null` when not JSON).
     /// Publishes a persistent message to the world's exchange and waits for the confirm.
     pub async fn publish(&self, routing_key: &str, body: &[u8], message_id: Option<&str>) {
+        let mut properties = lapin::BasicProperties::default().with_delivery_mode(2);
+        if let Some(id) = message_id {
+            properties = properties.with_message_id(id.into());
+        }
+        self.publish_with(routing_key, body, properties).await;
+    }
+
+    /// Publishes `body` with `properties` as they are, as any AMQP client could.
+    pub async fn publish_with(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        properties: lapin::BasicProperties,
+    ) {
         use lapin::options::BasicPublishOptions;
         let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
             .expect("connect");
         let channel = conn.create_channel().await.expect("channel");
-        let mut properties = lapin::BasicProperties::default().with_delivery_mode(2);
-        if let Some(id) = message_id {
-            properties = properties.with_message_id(id.into());
-        }
         channel
             .basic_publish(
                 self.exchange.as_str().into(),

@@ -1,0 +1,148 @@
+//! CloudEvents over AMQP in binary content mode: the attributes travel as message headers
+//! (`cloudEvents:` or `cloudEvents_` per the AMQP binding, or `ce-` / `ce_` as some SDKs
+//! send them over AMQP 0-9-1), `datacontenttype` is the message's content type and the
+//! body is the data. A message in structured mode (`application/cloudevents+json`, or no
+//! attribute headers) is the JSON body as it stands.
+
+use crate::event::{Event, EventError};
+use lapin::types::AMQPValue;
+use lapin::BasicProperties;
+use serde_json::{Map, Value};
+
+const PREFIXES: [&str; 4] = ["cloudEvents:", "cloudEvents_", "ce-", "ce_"];
+
+pub fn event(properties: &BasicProperties, body: &[u8]) -> Result<Event, EventError> {
+    let content_type = properties
+        .content_type()
+        .as_ref()
+        .map(|c| c.as_str().to_string());
+    let structured = content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("application/cloudevents"));
+    let attributes = if structured {
+        None
+    } else {
+        attributes(properties)
+    };
+    let Some(mut map) = attributes else {
+        return Event::from_json_bytes(body);
+    };
+    if let Some(content_type) = content_type {
+        map.insert("datacontenttype".into(), content_type.into());
+    }
+    if !body.is_empty() {
+        let data = serde_json::from_slice(body).map_err(|e| EventError::Invalid {
+            name: "data".into(),
+            problem: format!("(the body of a binary-mode CloudEvent) is not JSON: {e}"),
+        })?;
+        map.insert("data".into(), data);
+    }
+    Event::from_json(Value::Object(map))
+}
+
+/// The CloudEvents attributes among the headers, by name without the prefix; `None` when
+/// there is no `specversion` among them (not a binary-mode CloudEvent).
+fn attributes(properties: &BasicProperties) -> Option<Map<String, Value>> {
+    let headers = properties.headers().as_ref()?.inner();
+    let mut map = Map::new();
+    for (name, value) in headers.iter() {
+        let name = name.as_str();
+        let Some(attribute) = PREFIXES
+            .iter()
+            .find_map(|p| strip_prefix_ignoring_case(name, p))
+        else {
+            continue;
+        };
+        let text = match value {
+            AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            AMQPValue::ShortString(s) => s.as_str().to_string(),
+            AMQPValue::LongUInt(n) => n.to_string(),
+            AMQPValue::LongInt(n) => n.to_string(),
+            AMQPValue::LongLongInt(n) => n.to_string(),
+            AMQPValue::ShortUInt(n) => n.to_string(),
+            AMQPValue::ShortInt(n) => n.to_string(),
+            AMQPValue::Boolean(b) => b.to_string(),
+            // An AMQP timestamp (seconds) for `time`.
+            AMQPValue::Timestamp(t) => chrono::DateTime::from_timestamp(*t as i64, 0)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            _ => continue,
+        };
+        map.insert(attribute.to_ascii_lowercase(), text.into());
+    }
+    map.contains_key("specversion").then_some(map)
+}
+
+fn strip_prefix_ignoring_case<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = name.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &name[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::{FieldTable, LongString, ShortString};
+
+    fn properties(headers: &[(&str, &str)], content_type: Option<&str>) -> BasicProperties {
+        let mut table = FieldTable::default();
+        for (k, v) in headers {
+            table.insert(
+                ShortString::from(*k),
+                AMQPValue::LongString(LongString::from(*v)),
+            );
+        }
+        let mut p = BasicProperties::default().with_headers(table);
+        if let Some(c) = content_type {
+            p = p.with_content_type(ShortString::from(c));
+        }
+        p
+    }
+
+    #[test]
+    fn every_prefix_of_the_bindings_is_read() {
+        for prefix in PREFIXES {
+            let attr = |n: &str| format!("{prefix}{n}");
+            let names = [
+                attr("specversion"),
+                attr("id"),
+                attr("source"),
+                attr("type"),
+                attr("subject"),
+            ];
+            let values = [
+                "1.0",
+                "7f0c1a52-2f35-4d47-9d51-1d0c5e0f7a11",
+                "shop",
+                "order.placed",
+                "o-1",
+            ];
+            let pairs: Vec<(&str, &str)> = names.iter().map(String::as_str).zip(values).collect();
+            let p = properties(&pairs, Some("application/json"));
+            let event = event(&p, br#"{"total": 3}"#).unwrap_or_else(|e| panic!("{prefix}: {e}"));
+            assert_eq!(
+                (event.subject.as_str(), event.event_type.as_str()),
+                ("o-1", "order.placed")
+            );
+            assert_eq!(event.data, serde_json::json!({ "total": 3 }));
+        }
+    }
+
+    #[test]
+    fn structured_messages_and_bad_data_are_told_apart() {
+        let structured = properties(
+            &[("ce-specversion", "1.0")],
+            Some("application/cloudevents+json"),
+        );
+        assert!(matches!(
+            event(&structured, b"{oops"),
+            Err(EventError::NotJson(_))
+        ));
+        let binary = properties(
+            &[("ce-specversion", "1.0"), ("ce-id", "x")],
+            Some("text/plain"),
+        );
+        let refused = event(&binary, b"plain words").unwrap_err().to_string();
+        assert!(refused.contains("`data`"), "{refused}");
+    }
+}
