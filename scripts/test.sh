@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
 bash scripts/build-plugins.sh
+# The author-guide tests build with cargo-component too (built once, outside the clone).
+bash scripts/toolchains.sh --with-cargo-component >/dev/null
 echo "[test] cargo test -p eventhost (host library, CLI, fixtures and sandbox tests)"
 cargo test -p eventhost --locked --features failpoints "$@"
 echo "[test] all tests passed"

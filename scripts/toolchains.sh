@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the pinned guest toolchains, once, outside the clone (they are large and slow
 # to fetch or build): componentize-py in a virtualenv, componentize-js (with the jco it
-# brings) in an npm prefix, and cargo-component for Rust authors who use it (built from
-# crates.io: about 7 minutes on 2 cores, the first time only). Prints nothing else on stdout but the
+# brings) in an npm prefix, and with --with-cargo-component cargo-component for Rust
+# authors who use it (built from crates.io: about 7 minutes on 2 cores, the first time
+# only; the test suite asks for it, the run command does not). Prints nothing else on stdout but the
 # `export` lines, so `eval "$(scripts/toolchains.sh)"` puts them on PATH.
 set -euo pipefail
 COMPONENTIZE_PY=0.25.1
@@ -35,14 +36,14 @@ if [ ! -x "$js/node_modules/.bin/componentize-js" ]; then
 fi
 
 cc="$tools/cargo-component-$CARGO_COMPONENT"
-if [ ! -x "$cc/bin/cargo-component" ]; then
+if [ "${1:-}" = --with-cargo-component ] && [ ! -x "$cc/bin/cargo-component" ]; then
   say "building cargo-component $CARGO_COMPONENT into $cc (once)"
   cargo install --quiet --locked --root "$cc.partial" cargo-component --version "$CARGO_COMPONENT" >&2
   rm -rf "$cc"
   mv "$cc.partial" "$cc"
 fi
 # cargo-component builds for wasm32-wasip1 and adapts the module to a component.
-if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+if [ -x "$cc/bin/cargo-component" ] && ! rustup target list --installed | grep -qx wasm32-wasip1; then
   say "adding the wasm32-wasip1 target (cargo-component builds for it)"
   rustup target add wasm32-wasip1 >&2
 fi

@@ -59,6 +59,7 @@ pub struct Toolchains {
 pub fn toolchains() -> Toolchains {
     let ran = std::process::Command::new("bash")
         .arg(repo_path("scripts/toolchains.sh"))
+        .arg("--with-cargo-component")
         .output()
         .expect("run scripts/toolchains.sh");
     assert!(
