@@ -7,6 +7,7 @@
 //! * stdin is empty; stdout and stderr are captured (see `output`), bounded;
 //! * clocks (wall and monotonic) and random bytes work, as in any sandbox.
 
+use super::log::truncate;
 use super::output::Captured;
 use crate::runtime::PluginName;
 use std::sync::Arc;
@@ -172,15 +173,7 @@ impl WasiHttpHooks for DeniedHttp {
     ) -> Sent {
         self.denied += 1;
         if self.denied <= DENIALS_LOGGED {
-            let mut target = format!("{} {}", request.method(), request.uri());
-            if target.len() > 256 {
-                let cut = (0..=256)
-                    .rev()
-                    .find(|&i| target.is_char_boundary(i))
-                    .unwrap_or(0);
-                target.truncate(cut);
-                target.push_str("...");
-            }
+            let target = truncate(format!("{} {}", request.method(), request.uri()), 256);
             tracing::warn!(target: "plugin", plugin = %self.plugin, request = %target, "outgoing HTTP request denied: plugins are granted no network");
             self.stderr.push(
                 format!("eventhost: outgoing HTTP request {target} denied: plugins are granted no network\n")

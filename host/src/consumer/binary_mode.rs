@@ -54,8 +54,9 @@ fn attributes(properties: &BasicProperties) -> Option<Map<String, Value>> {
             continue;
         };
         let text = match value {
-            AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-            AMQPValue::ShortString(s) => s.as_str().to_string(),
+            AMQPValue::LongString(_) | AMQPValue::ShortString(_) => {
+                super::headers::string_value(value).unwrap_or_default()
+            }
             AMQPValue::LongUInt(n) => n.to_string(),
             AMQPValue::LongInt(n) => n.to_string(),
             AMQPValue::LongLongInt(n) => n.to_string(),

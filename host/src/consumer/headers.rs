@@ -35,7 +35,12 @@ pub fn attempts(properties: &BasicProperties) -> u32 {
 }
 
 pub fn text(properties: &BasicProperties, name: &str) -> Option<String> {
-    match get(properties, name)? {
+    string_value(get(properties, name)?)
+}
+
+/// A header's value, when it is a string (long or short).
+pub fn string_value(value: &AMQPValue) -> Option<String> {
+    match value {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
         _ => None,

@@ -36,7 +36,7 @@ pub async fn uniform(request: Request, next: Next) -> Response {
         return response;
     }
     let allow = response.headers().get(header::ALLOW).cloned();
-    let said = match Limited::collect(response.into_body()).await {
+    let said = match body_text(response.into_body()).await {
         Some(text) if !text.trim().is_empty() => text.trim().to_string(),
         _ => String::new(),
     };
@@ -56,17 +56,13 @@ pub async fn uniform(request: Request, next: Next) -> Response {
     answer
 }
 
-struct Limited;
-
-impl Limited {
-    /// The body as text, at most `DETAIL_BYTES` of it (framework rejections are short).
-    async fn collect(body: Body) -> Option<String> {
-        let bytes = http_body_util::Limited::new(body, 64 << 10)
-            .collect()
-            .await
-            .ok()?
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(DETAIL_BYTES)]);
-        Some(text.into_owned())
-    }
+/// The body as text, at most `DETAIL_BYTES` of it (framework rejections are short).
+async fn body_text(body: Body) -> Option<String> {
+    let bytes = http_body_util::Limited::new(body, 64 << 10)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(DETAIL_BYTES)]);
+    Some(text.into_owned())
 }

@@ -3,9 +3,8 @@
 //!
 //! An entry is named by the component's SHA-256 and a hash of the wasmtime version and
 //! engine settings, and starts with a digest of the compiled bytes after it (SHA-256 over
-//! the SHA-256s of its 4 MiB chunks, so the chunks hash on every core: the check is most
-//! of a warm load). Before an
-//! entry is used its digest is checked and wasmtime checks that it was made by this
+//! the SHA-256s of its 4 MiB chunks, so the chunks hash on every core). Before an entry
+//! is used its digest is checked and wasmtime checks that it was made by this
 //! version with these settings; a stale, truncated or altered entry is removed and the
 //! component compiled again. Loading compiled code is as trusting as running the host
 //! binary, so the directory must belong to the host's user and be writable by no one else.
@@ -179,6 +178,10 @@ enum Ours {
 
 fn ours(name: &str) -> Option<Ours> {
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    // Byte offsets below: anything else in the directory is not ours.
+    if !name.is_ascii() {
+        return None;
+    }
     let (key, rest) = name.split_at_checked(81)?;
     let valid_key = hex(&key[..64], 64) && &key[64..65] == "-" && hex(&key[65..], 16);
     match rest {
@@ -283,4 +286,22 @@ pub fn digest(data: &[u8]) -> [u8; 32] {
         all.update(d);
     }
     all.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_own_names_are_ours_and_no_name_panics() {
+        let key = format!("{}-{}", "a".repeat(64), "b".repeat(16));
+        assert!(ours(&format!("{key}.cwasm")) == Some(Ours::Entry));
+        let temporary = format!("{key}.tmp-{}", uuid::Uuid::new_v4());
+        assert!(ours(&temporary) == Some(Ours::Temporary));
+        // A multi-byte character across the byte offsets the name is cut at.
+        let odd = format!("{}é{}.cwasm", "a".repeat(63), "b".repeat(16));
+        for name in [odd.as_str(), "notes.cwasm", "", &format!("{key}.tmp-x")] {
+            assert!(ours(name).is_none(), "{name}");
+        }
+    }
 }

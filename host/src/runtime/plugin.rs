@@ -301,7 +301,7 @@ async fn read_named(
         .read_to_end(&mut bytes)
         .await
         .map_err(unreadable)?;
-    component_limits::check_size(bytes.len() as u64, limits)?;
+    // What was read is checked again by `load_tracked`, whatever path the bytes came by.
     Ok((name, bytes))
 }
 
