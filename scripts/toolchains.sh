@@ -48,14 +48,19 @@ if [ -x "$cc/bin/cargo-component" ] && ! rustup target list --installed | grep -
   rustup target add wasm32-wasip1 >&2
 fi
 
-# Reference parsers the tests check the host's output with (the Prometheus Python client).
+# Reference clients the tests check the host with: the Prometheus Python client's parsers,
+# the CloudEvents Python SDK (with its RabbitMQ and AMQP bindings) and pika, a plain
+# AMQP 0-9-1 client.
 PROMETHEUS_CLIENT=0.21.1
-checks="$tools/test-tools-prometheus-client-$PROMETHEUS_CLIENT"
+CLOUDEVENTS=2.2.0
+PIKA=1.4.4
+checks="$tools/test-tools-prometheus-$PROMETHEUS_CLIENT-cloudevents-$CLOUDEVENTS-pika-$PIKA"
 if [ ! -e "$checks/.complete" ]; then
-  say "installing the test tools (prometheus-client $PROMETHEUS_CLIENT) into $checks"
+  say "installing the test tools (prometheus-client $PROMETHEUS_CLIENT, cloudevents $CLOUDEVENTS, pika $PIKA) into $checks"
   rm -rf "$checks"
   python3 -m venv "$checks"
-  "$checks/bin/pip" install --quiet --disable-pip-version-check "prometheus-client==$PROMETHEUS_CLIENT" >&2
+  "$checks/bin/pip" install --quiet --disable-pip-version-check \
+    "prometheus-client==$PROMETHEUS_CLIENT" "cloudevents==$CLOUDEVENTS" "pika==$PIKA" >&2
   touch "$checks/.complete"
 fi
 

@@ -57,9 +57,13 @@ impl NativeHandler {
     async fn run(&self, event: &Event) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let new = sqlx::query(
-            "INSERT INTO _eventhost_inbox (event_id, event_type) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            "INSERT INTO _eventhost_inbox (source, event_id, event_type) \
+             SELECT $1, $2, $3 WHERE NOT EXISTS \
+                 (SELECT 1 FROM _eventhost_inbox WHERE event_id = $2 AND source = '') \
+             ON CONFLICT (event_id, source) DO NOTHING",
         )
-        .bind(event.id.0)
+        .bind(&event.source)
+        .bind(&event.id.0)
         .bind(&event.event_type)
         .execute(&mut *tx)
         .await?
@@ -98,9 +102,9 @@ impl NativeHandler {
                     "INSERT INTO audit_events (event_id, event_type, source, aggregate_type, aggregate_id,
                                                schema_version, occurred_at, payload, headers)
                      VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8::jsonb, $9::jsonb)
-                     ON CONFLICT (event_id) DO NOTHING",
+                     ON CONFLICT (source, event_id) DO NOTHING",
                 )
-                .bind(event.id.0)
+                .bind(&event.id.0)
                 .bind(&event.event_type)
                 .bind(&event.source)
                 .bind(&event.aggregate_type)

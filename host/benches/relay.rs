@@ -17,7 +17,6 @@ mod common;
 use eventhost::config::{BrokerConfig, RelayConfig};
 use eventhost::fixtures::ScratchDatabase;
 use eventhost::outbox::{self, NewEvent, Relay};
-use eventhost::EventId;
 use lapin::options::{
     BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions, QueuePurgeOptions,
@@ -29,6 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 const BACKLOG: usize = 100_000;
 const AGGREGATES: usize = 10_000;
@@ -153,7 +153,7 @@ async fn latency(pool: &PgPool, broker: &BrokerConfig) -> anyhow::Result<Vec<Dur
     tokio::time::sleep(Duration::from_secs(1)).await;
     let total = (RATE * LATENCY_SECONDS) as usize;
     let collector = tokio::spawn(async move {
-        let mut at: HashMap<EventId, Instant> = HashMap::with_capacity(total);
+        let mut at: HashMap<Uuid, Instant> = HashMap::with_capacity(total);
         while at.len() < total {
             match confirmed.recv().await {
                 Ok(batch) => at.extend(batch.iter().map(|c| (c.event_id, c.at))),
@@ -245,7 +245,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|i| {
             let e = event(i % AGGREGATES, i / AGGREGATES);
             let ce = eventhost::Event {
-                id: e.id,
+                id: eventhost::EventId(e.id.to_string()),
                 source: e.source,
                 event_type: e.event_type,
                 time: e.occurred_at.fixed_offset(),

@@ -4,17 +4,22 @@
 use chrono::{DateTime, FixedOffset};
 use serde_json::{Map, Value};
 use std::fmt;
-use uuid::Uuid;
 
-/// The unique id of an event; redeliveries carry the same one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventId(pub Uuid);
+/// The id of an event as its publisher gave it: any non-empty string (CloudEvents asks
+/// only that `source` + `id` be unique per event). Redeliveries carry the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub String);
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
 }
+
+/// The longest `id`, `source`, `subject` or `aggregatetype` accepted, in bytes: they are
+/// keys (the inbox's, the partitions', the holds'), and PostgreSQL indexes only keys of a
+/// few kilobytes.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -100,20 +105,14 @@ impl Event {
             }
         }
         if let Some(ct) = map.get("datacontenttype") {
-            if ct
-                .as_str()
-                .map(|s| s.split(';').next().unwrap_or("").trim())
-                != Some("application/json")
-            {
+            if !ct.as_str().is_some_and(is_json_media_type) {
                 return Err(invalid(
                     "datacontenttype",
-                    format!("must be application/json, got {ct}"),
+                    format!("must be a JSON media type (application/json, text/json or application/*+json), got {ct}"),
                 ));
             }
         }
-        let id = required_str(&map, "id")?;
-        let id = Uuid::parse_str(id)
-            .map_err(|_| invalid("id", format!("must be a UUID, got {id:?}")))?;
+        let id = key(&map, "id")?;
         let time = match optional_str(&map, "time")? {
             Some(time) => DateTime::parse_from_rfc3339(time)
                 .map_err(|e| invalid("time", format!("must be an RFC 3339 timestamp ({e})")))?,
@@ -124,11 +123,11 @@ impl Event {
             Some(v) => parse_version(v)?,
         };
         let event_type = non_empty(&map, "type")?;
-        let subject = match optional_non_empty(&map, "subject")? {
+        let subject = match optional_key(&map, "subject")? {
             Some(subject) => subject,
-            None => id.to_string(),
+            None => id.clone(),
         };
-        let aggregate_type = match optional_non_empty(&map, "aggregatetype")? {
+        let aggregate_type = match optional_key(&map, "aggregatetype")? {
             Some(kind) => kind,
             None => event_type
                 .split('.')
@@ -138,7 +137,7 @@ impl Event {
         };
         let event = Event {
             id: EventId(id),
-            source: non_empty(&map, "source")?,
+            source: key(&map, "source")?,
             event_type,
             time,
             subject,
@@ -148,6 +147,14 @@ impl Event {
             headers: headers(&map)?,
         };
         Ok(event)
+    }
+
+    /// An extension attribute's value (`traceparent`, say).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The structured-mode JSON of this event.
@@ -175,6 +182,15 @@ impl Event {
     }
 }
 
+/// `application/json`, `text/json` or `application/<anything>+json`, any parameters.
+pub fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let essence = essence.to_ascii_lowercase();
+    essence == "application/json"
+        || essence == "text/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 fn required_str<'a>(
     map: &'a Map<String, Value>,
     name: &'static str,
@@ -197,14 +213,30 @@ fn optional_str<'a>(
     }
 }
 
-fn optional_non_empty(
+fn optional_key(
     map: &Map<String, Value>,
     name: &'static str,
 ) -> Result<Option<String>, EventError> {
     match optional_str(map, name)? {
         None => Ok(None),
-        Some(_) => non_empty(map, name).map(Some),
+        Some(_) => key(map, name).map(Some),
     }
+}
+
+/// A non-empty string of at most [`MAX_KEY_BYTES`], taken as given (blanks included:
+/// the spec asks only for a non-empty string).
+fn key(map: &Map<String, Value>, name: &'static str) -> Result<String, EventError> {
+    let s = required_str(map, name)?.to_string();
+    if s.is_empty() {
+        return Err(invalid(name, "must not be empty"));
+    }
+    if s.len() > MAX_KEY_BYTES {
+        return Err(invalid(
+            name,
+            format!("is {} bytes long, more than {MAX_KEY_BYTES}", s.len()),
+        ));
+    }
+    Ok(s)
 }
 
 fn non_empty(map: &Map<String, Value>, name: &'static str) -> Result<String, EventError> {
@@ -317,16 +349,67 @@ mod tests {
         );
     }
 
+    /// CloudEvents allows any non-empty string as `id`: a ULID, a counter, text with spaces.
+    #[test]
+    fn any_string_id_is_kept_as_given() {
+        for id in [
+            "01J9Z3M8Q4W7E2R5T6Y8U0I3O5",
+            "42",
+            " ",
+            " spaced id ",
+            "ünïcode/ü",
+        ] {
+            let mut v = sample();
+            v["id"] = json!(id);
+            let event = Event::from_json(v).unwrap();
+            assert_eq!(event.id.0, id);
+            assert_eq!(Event::from_json(event.to_json()).unwrap().id.0, id);
+        }
+    }
+
+    #[test]
+    fn json_media_types_are_json() {
+        for ct in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "text/json",
+            "application/vnd.shop+json",
+        ] {
+            assert!(is_json_media_type(ct), "{ct}");
+        }
+        for ct in [
+            "text/plain",
+            "application/xml",
+            "application/jsonx",
+            "image/svg+json",
+            "",
+        ] {
+            assert!(!is_json_media_type(ct), "{ct}");
+        }
+    }
+
     #[test]
     fn bad_attributes_are_named() {
         let mut v = sample();
-        v["id"] = json!("not-a-uuid");
+        v["id"] = json!("");
         assert!(Event::from_json(v)
             .unwrap_err()
             .to_string()
             .contains("`id`"));
         let mut v = sample();
-        v["subject"] = json!("  ");
+        v["id"] = json!("x".repeat(MAX_KEY_BYTES + 1));
+        assert!(Event::from_json(v)
+            .unwrap_err()
+            .to_string()
+            .contains("`id` is 1025 bytes"));
+        let mut v = sample();
+        v["id"] = json!(7);
+        assert!(Event::from_json(v)
+            .unwrap_err()
+            .to_string()
+            .contains("`id` must be a string"));
+        let mut v = sample();
+        v["subject"] = json!("");
         assert!(Event::from_json(v)
             .unwrap_err()
             .to_string()

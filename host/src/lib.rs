@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod runtime;
 pub mod supervisor;
+pub mod telemetry;
 
 pub use event::{Event, EventId};
 pub use runtime::{Outcome, PluginName, Runtime};

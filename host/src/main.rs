@@ -18,14 +18,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "warn,eventhost=info,plugin=info,sqlx::postgres::notice=off".into()
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Logs to stderr; traces over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set. Dropped
+    // last, so the final spans are flushed.
+    let _telemetry = eventhost::telemetry::init();
     // Fault injection for the tests (`FAILPOINTS=...`), only in builds with the
     // `failpoints` feature: elsewhere the variable is not even read.
     #[cfg(feature = "failpoints")]
@@ -44,6 +39,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(cmd::run(cli.command));
     // Work still running (a plugin compiling on a blocking thread) does not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(_telemetry);
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -439,7 +439,7 @@ async fn events_of_one_aggregate_are_handled_in_order_while_aggregates_run_concu
         .await
         .unwrap();
         let handled: Vec<Uuid> = sqlx::query_scalar(&format!(
-            "SELECT event_id FROM {AUDIT} WHERE aggregate_id = $1 ORDER BY seq"
+            "SELECT event_id::uuid FROM {AUDIT} WHERE aggregate_id = $1 ORDER BY seq"
         ))
         .bind(id.to_string())
         .fetch_all(&world.pool)

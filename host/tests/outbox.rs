@@ -51,7 +51,7 @@ async fn the_relay_publishes_a_cloudevent_with_its_properties_and_marks_the_row(
     assert_eq!(header("tenant"), "acme");
 
     let body = Event::from_json_bytes(&delivery.data).expect("body is a structured CloudEvent");
-    assert_eq!(body.id, event.id);
+    assert_eq!(body.id.0, event.id.to_string());
     assert_eq!(body.event_type, "user.created");
     assert_eq!(body.subject, "u-1");
     assert_eq!(body.aggregate_type, "user");
@@ -71,7 +71,7 @@ async fn the_relay_publishes_a_cloudevent_with_its_properties_and_marks_the_row(
         .await;
     let (status, published_at): (String, Option<chrono::DateTime<chrono::Utc>>) =
         sqlx::query_as("SELECT status, published_at FROM outbox_events WHERE event_id = $1")
-            .bind(event.id.0)
+            .bind(event.id)
             .fetch_one(&world.pool)
             .await
             .unwrap();
@@ -182,7 +182,11 @@ fn assert_once_and_in_order(deliveries: &[lapin::message::Delivery], expected: u
     let mut last: HashMap<String, i64> = HashMap::new();
     for d in deliveries {
         let event = Event::from_json_bytes(&d.data).unwrap();
-        assert!(seen.insert(event.id), "event {} published twice", event.id);
+        assert!(
+            seen.insert(event.id.clone()),
+            "event {} published twice",
+            event.id
+        );
         let n = event.data["n"].as_i64().unwrap();
         if let Some(prev) = last.insert(event.subject.clone(), n) {
             assert!(
@@ -269,7 +273,14 @@ async fn one_aggregates_events_arrive_in_order_while_it_is_written_to() {
             .unwrap();
     let arrival: Vec<uuid::Uuid> = deliveries
         .iter()
-        .map(|d| Event::from_json_bytes(&d.data).unwrap().id.0)
+        .map(|d| {
+            Event::from_json_bytes(&d.data)
+                .unwrap()
+                .id
+                .0
+                .parse::<uuid::Uuid>()
+                .unwrap()
+        })
         .collect();
     assert_eq!(
         arrival, seq_order,
@@ -306,12 +317,15 @@ async fn a_row_that_keeps_failing_ends_dead_without_blocking_others_and_replay_r
 
     // The other aggregate is not held up by the failing one.
     let first = observer.take(1, Duration::from_secs(20)).await;
-    assert_eq!(Event::from_json_bytes(&first[0].data).unwrap().id, other.id);
+    assert_eq!(
+        Event::from_json_bytes(&first[0].data).unwrap().id.0,
+        other.id.to_string()
+    );
     world.wait_for("dead", 1, Duration::from_secs(20)).await;
     let (attempts, error): (i32, String) = sqlx::query_as(
         "SELECT attempts, last_error FROM outbox_events WHERE event_id = $1 AND status = 'dead'",
     )
-    .bind(poison.id.0)
+    .bind(poison.id)
     .fetch_one(&world.pool)
     .await
     .unwrap();
@@ -320,8 +334,8 @@ async fn a_row_that_keeps_failing_ends_dead_without_blocking_others_and_replay_r
     // Its aggregate's next event waited while it was retried, and goes once it is dead.
     let next = observer.take(1, Duration::from_secs(20)).await;
     assert_eq!(
-        Event::from_json_bytes(&next[0].data).unwrap().id,
-        after_poison.id
+        Event::from_json_bytes(&next[0].data).unwrap().id.0,
+        after_poison.id.to_string()
     );
 
     world
@@ -344,15 +358,15 @@ async fn a_row_that_keeps_failing_ends_dead_without_blocking_others_and_replay_r
         "no dead user.created"
     );
     assert_eq!(
-        outbox::replay(&world.pool, &ReplaySelector::Ids(vec![poison.id.0]))
+        outbox::replay(&world.pool, &ReplaySelector::Ids(vec![poison.id]))
             .await
             .unwrap(),
         1
     );
     let revived = observer.take(1, Duration::from_secs(20)).await;
     assert_eq!(
-        Event::from_json_bytes(&revived[0].data).unwrap().id,
-        poison.id
+        Event::from_json_bytes(&revived[0].data).unwrap().id.0,
+        poison.id.to_string()
     );
     world
         .wait_for("published", 3, Duration::from_secs(10))

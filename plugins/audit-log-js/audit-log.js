@@ -22,11 +22,18 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_by_aggregate ON audit_events (aggregate_type, aggregate_id, occurred_at, seq);
 `;
 
+// CloudEvents ids are any string, unique together with the source.
+const ANY_EVENT_ID = `
+ALTER TABLE audit_events ALTER COLUMN event_id TYPE text;
+ALTER TABLE audit_events DROP CONSTRAINT audit_events_event_id_key;
+ALTER TABLE audit_events ADD CONSTRAINT audit_events_source_event_id_key UNIQUE (source, event_id);
+`;
+
 const INSERT = `
 INSERT INTO audit_events (event_id, event_type, source, aggregate_type, aggregate_id,
                           schema_version, occurred_at, payload, headers)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (event_id) DO NOTHING
+ON CONFLICT (source, event_id) DO NOTHING
 `;
 
 const LIST = `
@@ -58,7 +65,7 @@ export const handler = {
     const headers = Object.fromEntries(event.headers);
     try {
       execute(INSERT, [
-        { tag: "uuid", val: event.id },
+        text(event.id),
         text(event.type),
         text(event.source),
         text(event.aggregateType),
@@ -76,7 +83,10 @@ export const handler = {
 
 export const migrations = {
   migrations() {
-    return [{ version: 1, name: "audit_events", sql: SCHEMA }];
+    return [
+      { version: 1, name: "audit_events", sql: SCHEMA },
+      { version: 2, name: "any_event_id", sql: ANY_EVENT_ID },
+    ];
   },
 };
 

@@ -30,11 +30,18 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_by_aggregate ON audit_events (aggregate_type, aggregate_id, occurred_at, seq);
 """
 
+# CloudEvents ids are any string, unique together with the source.
+ANY_EVENT_ID = """
+ALTER TABLE audit_events ALTER COLUMN event_id TYPE text;
+ALTER TABLE audit_events DROP CONSTRAINT audit_events_event_id_key;
+ALTER TABLE audit_events ADD CONSTRAINT audit_events_source_event_id_key UNIQUE (source, event_id);
+"""
+
 INSERT = """
 INSERT INTO audit_events (event_id, event_type, source, aggregate_type, aggregate_id,
                           schema_version, occurred_at, payload, headers)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (event_id) DO NOTHING
+ON CONFLICT (source, event_id) DO NOTHING
 """
 
 LIST = """
@@ -61,7 +68,7 @@ class Handler(exports.Handler):
         headers = {name: value for name, value in event.headers}
         try:
             db.execute(INSERT, [
-                db.Value_Uuid(event.id),
+                db.Value_Text(event.id),
                 db.Value_Text(event.type),
                 db.Value_Text(event.source),
                 db.Value_Text(event.aggregate_type),
@@ -77,7 +84,10 @@ class Handler(exports.Handler):
 
 class Migrations(exports.Migrations):
     def migrations(self) -> list[Migration]:
-        return [Migration(version=1, name="audit_events", sql=SCHEMA)]
+        return [
+            Migration(version=1, name="audit_events", sql=SCHEMA),
+            Migration(version=2, name="any_event_id", sql=ANY_EVENT_ID),
+        ]
 
 
 class Reader(exports.Reader):

@@ -135,7 +135,9 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
 fn producer<'a>(state: &'a AppState, headers: &HeaderMap) -> Producer<'a> {
     Producer {
         source: &state.source,
-        traceparent: traceparent(headers),
+        // The request's own span when traces are exported, else the caller's trace with
+        // a new span id.
+        traceparent: crate::telemetry::current_traceparent().or_else(|| traceparent(headers)),
     }
 }
 

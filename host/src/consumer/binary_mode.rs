@@ -27,10 +27,14 @@ pub fn event(properties: &BasicProperties, body: &[u8]) -> Result<Event, EventEr
     let Some(mut map) = attributes else {
         return Event::from_json_bytes(body);
     };
+    let json = content_type
+        .as_deref()
+        .is_none_or(crate::event::is_json_media_type);
     if let Some(content_type) = content_type {
+        // Not JSON: `Event::from_json` refuses it by this attribute.
         map.insert("datacontenttype".into(), content_type.into());
     }
-    if !body.is_empty() {
+    if json && !body.is_empty() {
         let data = serde_json::from_slice(body).map_err(|e| EventError::Invalid {
             name: "data".into(),
             problem: format!("(the body of a binary-mode CloudEvent) is not JSON: {e}"),
@@ -53,6 +57,15 @@ fn attributes(properties: &BasicProperties) -> Option<Map<String, Value>> {
         else {
             continue;
         };
+        let attribute = attribute.to_ascii_lowercase();
+        if attribute == "time" {
+            if let Some(time) = integer(value).and_then(chrono::DateTime::from_timestamp_millis) {
+                // An integer `time` is an AMQP 1.0 timestamp: milliseconds since the epoch
+                // (what the CloudEvents SDKs' AMQP binding sends).
+                map.insert(attribute, time.to_rfc3339().into());
+                continue;
+            }
+        }
         let text = match value {
             AMQPValue::LongString(_) | AMQPValue::ShortString(_) => {
                 super::headers::string_value(value).unwrap_or_default()
@@ -69,9 +82,18 @@ fn attributes(properties: &BasicProperties) -> Option<Map<String, Value>> {
                 .unwrap_or_default(),
             _ => continue,
         };
-        map.insert(attribute.to_ascii_lowercase(), text.into());
+        map.insert(attribute, text.into());
     }
     map.contains_key("specversion").then_some(map)
+}
+
+fn integer(value: &AMQPValue) -> Option<i64> {
+    match value {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
 }
 
 fn strip_prefix_ignoring_case<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
@@ -144,6 +166,36 @@ mod tests {
             Some("text/plain"),
         );
         let refused = event(&binary, b"plain words").unwrap_err().to_string();
+        assert!(refused.contains("`datacontenttype`"), "{refused}");
+        let binary = properties(
+            &[("ce-specversion", "1.0"), ("ce-id", "x")],
+            Some("application/json"),
+        );
+        let refused = event(&binary, b"plain words").unwrap_err().to_string();
         assert!(refused.contains("`data`"), "{refused}");
+    }
+
+    /// The SDKs' AMQP binding sends `time` as an AMQP timestamp: an integer of
+    /// milliseconds since the epoch.
+    #[test]
+    fn an_integer_time_is_milliseconds_since_the_epoch() {
+        let mut p = properties(
+            &[
+                ("cloudEvents_specversion", "1.0"),
+                ("cloudEvents_id", "42"),
+                ("cloudEvents_source", "shop"),
+                ("cloudEvents_type", "order.placed"),
+            ],
+            Some("application/json"),
+        );
+        let mut headers = p.headers().clone().unwrap();
+        headers.insert(
+            "cloudEvents_time".into(),
+            AMQPValue::LongLongInt(1_764_979_200_123),
+        );
+        p = p.with_headers(headers);
+        let event = event(&p, b"{}").unwrap();
+        assert_eq!(event.time.to_rfc3339(), "2025-12-06T00:00:00.123+00:00");
+        assert_eq!(event.id.0, "42");
     }
 }

@@ -9,7 +9,7 @@
 //! prefetched messages, so the first crash is assumed, and `consumer.max_crashes` counts
 //! it. Redelivered messages are rare, so the notes cost nothing in the steady state.
 
-use crate::event::EventId;
+use crate::event::Event;
 use sqlx::PgPool;
 
 /// Whether to hand a redelivered message to the plugin.
@@ -24,12 +24,13 @@ pub enum Verdict {
 /// Counts the crashes so far (the unsettled noted starts, plus the assumed first one);
 /// at `max_crashes` gives up, otherwise notes this start. A database error lets the
 /// delivery through (its handler needs the database anyway and will retry).
-pub async fn before(pool: &PgPool, plugin: &str, event: &EventId, max_crashes: u32) -> Verdict {
+pub async fn before(pool: &PgPool, plugin: &str, event: &Event, max_crashes: u32) -> Verdict {
     let noted: Result<Option<i32>, _> = sqlx::query_scalar(
-        "SELECT starts FROM eventhost_inflight WHERE plugin = $1 AND event_id = $2",
+        "SELECT starts FROM eventhost_inflight WHERE plugin = $1 AND event_id = $2 AND source = $3",
     )
     .bind(plugin)
-    .bind(event.0)
+    .bind(&event.id.0)
+    .bind(&event.source)
     .fetch_optional(pool)
     .await;
     let crashes = match noted {
@@ -43,11 +44,12 @@ pub async fn before(pool: &PgPool, plugin: &str, event: &EventId, max_crashes: u
         return Verdict::GiveUp(crashes);
     }
     let noted = sqlx::query(
-        "INSERT INTO eventhost_inflight (plugin, event_id, starts) VALUES ($1, $2, 1)
-         ON CONFLICT (plugin, event_id) DO UPDATE SET starts = eventhost_inflight.starts + 1",
+        "INSERT INTO eventhost_inflight (plugin, event_id, source, starts) VALUES ($1, $2, $3, 1)
+         ON CONFLICT (plugin, event_id, source) DO UPDATE SET starts = eventhost_inflight.starts + 1",
     )
     .bind(plugin)
-    .bind(event.0)
+    .bind(&event.id.0)
+    .bind(&event.source)
     .execute(pool)
     .await;
     if let Err(error) = noted {
@@ -57,12 +59,15 @@ pub async fn before(pool: &PgPool, plugin: &str, event: &EventId, max_crashes: u
 }
 
 /// The message was settled (acked, retried or dead-lettered): forget its notes.
-pub async fn settled(pool: &PgPool, plugin: &str, event: &EventId) {
-    let cleared = sqlx::query("DELETE FROM eventhost_inflight WHERE plugin = $1 AND event_id = $2")
-        .bind(plugin)
-        .bind(event.0)
-        .execute(pool)
-        .await;
+pub async fn settled(pool: &PgPool, plugin: &str, event: &Event) {
+    let cleared = sqlx::query(
+        "DELETE FROM eventhost_inflight WHERE plugin = $1 AND event_id = $2 AND source = $3",
+    )
+    .bind(plugin)
+    .bind(&event.id.0)
+    .bind(&event.source)
+    .execute(pool)
+    .await;
     if let Err(error) = cleared {
         tracing::warn!(%error, "cannot clear the redelivery's crash note");
     }

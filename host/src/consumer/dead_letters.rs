@@ -15,7 +15,7 @@ use std::collections::HashSet;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeadLetter {
-    /// The AMQP `message_id` (the event id for messages the relay published).
+    /// The event's id (the AMQP `message_id` when the body is not a CloudEvent).
     pub event_id: Option<String>,
     pub event_type: String,
     pub attempts: u32,
@@ -81,7 +81,12 @@ async fn depth(channel: &Channel, queue: &str, plugin: &str) -> Result<u32, Dead
 fn describe(delivery: &lapin::message::Delivery) -> DeadLetter {
     let properties = &delivery.properties;
     DeadLetter {
-        event_id: properties.message_id().as_ref().map(|id| id.to_string()),
+        // The CloudEvent's own id (what holds and the inbox know it by); the AMQP
+        // `message_id` for a message that is not one.
+        event_id: super::binary_mode::event(properties, &delivery.data)
+            .map(|event| event.id.0)
+            .ok()
+            .or_else(|| properties.message_id().as_ref().map(|id| id.to_string())),
         event_type: headers::routing_key(delivery),
         attempts: headers::attempts(properties),
         error: headers::text(properties, headers::ERROR).unwrap_or_default(),

@@ -57,10 +57,16 @@ enum Verdict {
     /// queue behind it, not run.
     Parked {
         attempts: u32,
-        head: uuid::Uuid,
+        head: String,
     },
     /// Leave it in the queue (shutting down while the database is unreachable).
     Requeue,
+    /// From another publisher, without the partitioning key: sent back through the
+    /// plugin's entry with it, so the aggregate's events meet in one partition. Such
+    /// messages all arrive in one partition, so they go back in the order published.
+    Partition {
+        aggregate: String,
+    },
 }
 
 /// The aggregate a delivery belongs to, for ordering; `None` for unparseable bodies.
@@ -105,18 +111,27 @@ pub async fn handle(
             };
             (dead, span, None)
         }
+        Ok(event)
+            if ctx.queues.partitions.len() > 1
+                && !headers::has_partition_key(&delivery.properties) =>
+        {
+            let span = tracing::debug_span!("deliver", plugin = %ctx.plugin, event_id = %event.id, routing_key = %event.event_type);
+            let aggregate = aggregate(&event);
+            (Verdict::Partition { aggregate }, span, None)
+        }
         Ok(event) => {
-            let span = tracing::info_span!("deliver", plugin = %ctx.plugin, event_id = %event.id, routing_key = %event.event_type);
+            let span = tracing::info_span!("deliver", plugin = %ctx.plugin, event_id = %event.id, routing_key = %event.event_type, otel.kind = "consumer");
+            crate::telemetry::continue_trace(&span, event.header("traceparent"));
             let verdict = decide(&ctx, &event, failed_before, received, again)
                 .instrument(span.clone())
                 .await;
-            (verdict, span, again.then_some(event.id))
+            (verdict, span, again.then_some(event))
         }
     };
     settle(&ctx, delivery, verdict).instrument(span).await;
-    if let Some(id) = noted {
+    if let Some(event) = noted {
         // Settled or put back on purpose: either way the host did not die on it.
-        super::crashes::settled(&ctx.pool, &ctx.plugin, &id).await;
+        super::crashes::settled(&ctx.pool, &ctx.plugin, &event).await;
     }
 }
 
@@ -220,7 +235,7 @@ async fn redelivered(
     received: Instant,
 ) -> Verdict {
     use super::crashes;
-    match crashes::before(&ctx.pool, &ctx.plugin, &event.id, ctx.max_crashes).await {
+    match crashes::before(&ctx.pool, &ctx.plugin, event, ctx.max_crashes).await {
         crashes::Verdict::Handle => run(ctx, event, failed_before, received).await,
         crashes::Verdict::GiveUp(times) => Verdict::Dead {
             attempts: failed_before.saturating_add(1),
@@ -336,6 +351,19 @@ async fn settle(ctx: &Context, delivery: Delivery, verdict: Verdict) {
         Verdict::Requeue => {
             nack(&delivery).await;
             return;
+        }
+        Verdict::Partition { aggregate } => {
+            let properties = headers::partitioned(&delivery, aggregate);
+            let entry = To::Exchange(&ctx.queues.entry);
+            if let Err(error) =
+                publish_confirmed(&ctx.channel, entry, &delivery.data, properties).await
+            {
+                tracing::warn!(%error, "could not send the delivery to its partition; leaving it in the queue");
+                nack(&delivery).await;
+                return;
+            }
+            tracing::debug!(%aggregate, "sent to its aggregate's partition");
+            None
         }
         Verdict::Retry { attempts, error } => {
             // A delay queue exists whenever max_attempts > 1 (config validation).

@@ -2,6 +2,7 @@
 //! queue: how many attempts failed, the last error, the plugin, when, and the original
 //! routing key (a message coming back from a delay queue arrives with the queue's name).
 
+use crate::broker::topology::AGGREGATE_HEADER;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
@@ -72,11 +73,31 @@ pub fn failed(delivery: &Delivery, plugin: &str, attempts: u32, error: &str) -> 
 }
 
 /// A parked message's properties: the failure headers plus the head it waits behind.
-pub fn parked(properties: BasicProperties, head: &uuid::Uuid) -> BasicProperties {
+pub fn parked(properties: BasicProperties, head: &str) -> BasicProperties {
     let mut table = properties.headers().clone().unwrap_or_default();
-    let head = AMQPValue::LongString(LongString::from(head.to_string()));
+    let head = AMQPValue::LongString(LongString::from(head));
     table.insert(ShortString::from(HELD_BEHIND), head);
     properties.with_headers(table)
+}
+
+/// The properties of a message from another publisher, sent back through the plugin's
+/// entry with its partitioning key (`aggregate`) and its routing key set, as the relay
+/// would have sent it.
+pub fn partitioned(delivery: &Delivery, aggregate: &str) -> BasicProperties {
+    let mut table = delivery.properties.headers().clone().unwrap_or_default();
+    let long = |s: &str| AMQPValue::LongString(LongString::from(s));
+    table.insert(ShortString::from(AGGREGATE_HEADER), long(aggregate));
+    table.insert(ShortString::from(ROUTING_KEY), long(&routing_key(delivery)));
+    delivery
+        .properties
+        .clone()
+        .with_headers(table)
+        .with_delivery_mode(PERSISTENT)
+}
+
+/// Whether the message carries its partitioning key (every message the relay sent).
+pub fn has_partition_key(properties: &BasicProperties) -> bool {
+    get(properties, AGGREGATE_HEADER).is_some()
 }
 
 /// The properties a replayed dead letter goes back with: its failure headers dropped, so
@@ -102,9 +123,10 @@ pub fn replayed(properties: &BasicProperties) -> BasicProperties {
 }
 
 /// Failure bookkeeping (ours and the broker's `x-death` family) is dropped; the original
-/// routing key stays.
+/// routing key and the partitioning key stay.
 fn keep_on_replay(name: &str) -> bool {
     name == ROUTING_KEY
+        || name == AGGREGATE_HEADER
         || !(name.starts_with("x-eventhost-")
             || name.starts_with("x-death")
             || name.starts_with("x-first-death")
@@ -132,6 +154,10 @@ mod tests {
         table.insert("traceparent".into(), AMQPValue::LongString("00-abc".into()));
         table.insert(ATTEMPTS.into(), AMQPValue::LongUInt(3));
         table.insert(ERROR.into(), AMQPValue::LongString("boom".into()));
+        table.insert(
+            AGGREGATE_HEADER.into(),
+            AMQPValue::LongString("user/u-1".into()),
+        );
         let props = BasicProperties::default().with_headers(table);
         assert_eq!(attempts(&props), 3);
         assert_eq!(text(&props, ERROR).as_deref(), Some("boom"));
@@ -139,6 +165,8 @@ mod tests {
         assert_eq!(attempts(&again), 0);
         assert_eq!(text(&again, ERROR), None);
         assert_eq!(text(&again, "traceparent").as_deref(), Some("00-abc"));
+        assert!(has_partition_key(&again), "a replay keeps its partition");
+        assert!(!has_partition_key(&BasicProperties::default()));
         assert_eq!(attempts(&BasicProperties::default()), 0);
     }
 

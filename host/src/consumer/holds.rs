@@ -10,13 +10,12 @@
 
 use crate::event::EventId;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 /// A held aggregate, for operators.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct Hold {
     pub aggregate: String,
-    pub head_event_id: Uuid,
+    pub head_event_id: String,
     pub reason: String,
     pub held_since: chrono::DateTime<chrono::Utc>,
 }
@@ -29,7 +28,7 @@ pub enum Check {
     /// The aggregate is held behind this very event (a replayed head): run it.
     Head,
     /// Held behind another event: park this one behind it.
-    Behind(Uuid),
+    Behind(String),
 }
 
 pub async fn check(
@@ -38,7 +37,7 @@ pub async fn check(
     aggregate: &str,
     event: &EventId,
 ) -> Result<Check, sqlx::Error> {
-    let head: Option<Uuid> = sqlx::query_scalar(
+    let head: Option<String> = sqlx::query_scalar(
         "SELECT head_event_id FROM eventhost_held_aggregates WHERE plugin = $1 AND aggregate = $2",
     )
     .bind(plugin)
@@ -67,7 +66,7 @@ pub async fn hold(
     )
     .bind(plugin)
     .bind(aggregate)
-    .bind(event.0)
+    .bind(&event.0)
     // A plugin's reason may carry NUL characters, which PostgreSQL text cannot.
     .bind(reason.replace('\0', ""))
     .execute(pool)
@@ -88,7 +87,7 @@ pub async fn handled(
     )
     .bind(plugin)
     .bind(aggregate)
-    .bind(event.0)
+    .bind(&event.0)
     .execute(pool)
     .await?;
     Ok(())

@@ -57,8 +57,8 @@ pub fn router(state: ApiState, config: &HttpConfig) -> Router {
     with_limits(api, config)
 }
 
-/// Every route of `router` under the body size cap and the request deadline, and every
-/// error (the framework's too) in the one JSON shape.
+/// Every route of `router` under the body size cap and the request deadline, every error
+/// (the framework's too) in the one JSON shape, and a span per request when traces are on.
 pub fn with_limits(router: Router, config: &HttpConfig) -> Router {
     let limits = RequestLimits {
         max_body_bytes: config.max_body_bytes,
@@ -71,6 +71,9 @@ pub fn with_limits(router: Router, config: &HttpConfig) -> Router {
             limits::enforce,
         ))
         .layer(axum::middleware::from_fn(errors::uniform))
+        .layer(axum::middleware::from_fn(
+            crate::telemetry::http::trace_request,
+        ))
 }
 
 /// An error answer: status and `{"error": "..."}`.

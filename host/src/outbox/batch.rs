@@ -7,7 +7,7 @@
 use super::message;
 use super::order::{self, Hold};
 use super::store::{self, Failure, RetryPolicy};
-use crate::event::EventId;
+use crate::telemetry::PublishSpan;
 use chrono::{DateTime, Utc};
 use lapin::options::BasicPublishOptions;
 use lapin::{Channel, Confirmation, PublisherConfirm};
@@ -20,7 +20,7 @@ use uuid::Uuid;
 /// One event the broker confirmed, and when.
 #[derive(Debug, Clone, Copy)]
 pub struct Confirmed {
-    pub event_id: EventId,
+    pub event_id: Uuid,
     pub at: Instant,
 }
 
@@ -46,10 +46,18 @@ pub struct BatchSettings<'a> {
     pub retry: RetryPolicy,
 }
 
+/// A message the broker has not confirmed yet.
+struct InFlight {
+    event_id: Uuid,
+    aggregate: (String, String),
+    confirm: PublisherConfirm,
+    span: Option<PublishSpan>,
+}
+
 /// A claimed batch whose messages are on their way.
 pub struct SentBatch {
     tx: Transaction<'static, Postgres>,
-    in_flight: Vec<(EventId, (String, String), PublisherConfirm)>,
+    in_flight: Vec<InFlight>,
     failures: Vec<Failure>,
     postponed: Vec<(Uuid, DateTime<Utc>)>,
     report: BatchReport,
@@ -99,15 +107,12 @@ pub async fn send(
         if held.contains(&aggregate) {
             continue;
         }
-        let event_id = EventId(row.event_id);
+        let event_id = row.event_id;
         match message::build(row, settings.max_message_bytes) {
             Ok(outgoing) => ready.push((event_id, aggregate, outgoing)),
             Err(error) => {
                 tracing::warn!(%event_id, %error, "event cannot be published");
-                batch.failures.push(Failure {
-                    event_id: event_id.0,
-                    error,
-                });
+                batch.failures.push(Failure { event_id, error });
                 held.insert(aggregate);
             }
         }
@@ -125,14 +130,20 @@ pub async fn send(
 async fn publish_all(
     channel: &Channel,
     exchange: &str,
-    ready: Vec<(EventId, (String, String), message::Outgoing)>,
+    ready: Vec<(Uuid, (String, String), message::Outgoing)>,
     batch: &mut SentBatch,
 ) {
     let mut keys = Vec::with_capacity(ready.len());
     let mut bodies = Vec::with_capacity(ready.len());
     let mut heads = Vec::with_capacity(ready.len());
     for (event_id, aggregate, outgoing) in ready {
-        keys.push((event_id, aggregate));
+        let span = PublishSpan::start(
+            exchange,
+            outgoing.routing_key.as_str(),
+            &outgoing.event_id,
+            outgoing.traceparent.as_deref(),
+        );
+        keys.push((event_id, aggregate, span));
         bodies.push(outgoing.body);
         heads.push((outgoing.routing_key, outgoing.properties));
     }
@@ -148,14 +159,22 @@ async fn publish_all(
         let first = futures_lite::future::poll_once(publish.as_mut()).await;
         publishes.push((publish, first));
     }
-    for ((event_id, aggregate), (publish, first)) in keys.into_iter().zip(publishes) {
+    for ((event_id, aggregate, span), (publish, first)) in keys.into_iter().zip(publishes) {
         let sent = match first {
             Some(result) => result,
             None => publish.await,
         };
         match sent {
-            Ok(confirm) => batch.in_flight.push((event_id, aggregate, confirm)),
+            Ok(confirm) => batch.in_flight.push(InFlight {
+                event_id,
+                aggregate,
+                confirm,
+                span,
+            }),
             Err(e) => {
+                if let Some(span) = span {
+                    span.failed(&e.to_string());
+                }
                 batch.report.broker_lost.get_or_insert(e.to_string());
             }
         }
@@ -175,10 +194,25 @@ impl SentBatch {
     ) -> Result<BatchReport, sqlx::Error> {
         let deadline = tokio::time::Instant::now() + confirm_timeout;
         let mut published = Vec::with_capacity(self.in_flight.len());
-        for (event_id, aggregate, confirm) in std::mem::take(&mut self.in_flight) {
-            match tokio::time::timeout_at(deadline, confirm).await {
+        for sent in std::mem::take(&mut self.in_flight) {
+            let InFlight {
+                event_id,
+                aggregate,
+                confirm,
+                span,
+            } = sent;
+            let outcome = tokio::time::timeout_at(deadline, confirm).await;
+            if let Some(span) = span {
+                match &outcome {
+                    Ok(Ok(Confirmation::Ack(_))) => span.confirmed(),
+                    Ok(Ok(_)) => span.failed("broker refused the message (basic.nack)"),
+                    Ok(Err(e)) => span.failed(&e.to_string()),
+                    Err(_) => span.failed("no confirm within relay.confirm_timeout"),
+                }
+            }
+            match outcome {
                 Ok(Ok(Confirmation::Ack(_))) => {
-                    published.push(event_id.0);
+                    published.push(event_id);
                     self.report.confirmed.push(Confirmed {
                         event_id,
                         at: Instant::now(),
@@ -190,7 +224,7 @@ impl SentBatch {
                     tracing::warn!(%event_id, aggregate_type = %aggregate.0, aggregate_id = %aggregate.1,
                         "broker refused the event (nack); it will be retried, possibly after later events of its aggregate");
                     self.failures.push(Failure {
-                        event_id: event_id.0,
+                        event_id,
                         error: "broker refused the message (basic.nack)".into(),
                     });
                 }

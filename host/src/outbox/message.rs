@@ -15,6 +15,9 @@ pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 const PERSISTENT: u8 = 2;
 
 pub struct Outgoing {
+    /// The event's id and `traceparent`, for its publish span.
+    pub event_id: String,
+    pub traceparent: Option<String>,
     pub routing_key: ShortString,
     pub body: Vec<u8>,
     pub properties: BasicProperties,
@@ -41,7 +44,7 @@ pub fn build(row: ClaimedRow, max_bytes: usize) -> Result<Outgoing, String> {
     );
     let timestamp = row.occurred_at.timestamp().max(0) as u64;
     let event = Event {
-        id: EventId(row.event_id),
+        id: EventId(row.event_id.to_string()),
         source: row.source,
         event_type: row.event_type,
         time: row.occurred_at.fixed_offset(),
@@ -52,6 +55,9 @@ pub fn build(row: ClaimedRow, max_bytes: usize) -> Result<Outgoing, String> {
         headers,
     };
     let (message_id, routing_key) = (event.id.to_string(), event.event_type.clone());
+    let traceparent = crate::telemetry::enabled()
+        .then(|| event.header("traceparent").map(str::to_string))
+        .flatten();
     let body = serde_json::to_vec(&event.into_json()).map_err(|e| format!("cannot encode: {e}"))?;
     if body.len() > max_bytes {
         return Err(format!(
@@ -62,12 +68,14 @@ pub fn build(row: ClaimedRow, max_bytes: usize) -> Result<Outgoing, String> {
     let properties = BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
         .with_content_type(CONTENT_TYPE.into())
-        .with_message_id(message_id.into())
+        .with_message_id(message_id.as_str().into())
         .with_type(routing_key.as_str().into())
         .with_timestamp(timestamp)
         .with_app_id("eventhost".into())
         .with_headers(table);
     Ok(Outgoing {
+        event_id: message_id,
+        traceparent,
         routing_key: routing_key.into(),
         body,
         properties,

@@ -1,7 +1,6 @@
 //! The producer API: write events into `outbox_events` inside the caller's transaction,
 //! so the business change and its events commit together or not at all.
 
-use crate::event::EventId;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
@@ -12,7 +11,8 @@ use uuid::Uuid;
 /// and a new W3C `traceparent`; the `with_*` methods change them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
-    pub id: EventId,
+    /// The event id: a UUID for events written here (other publishers may use any string).
+    pub id: Uuid,
     /// CloudEvents `source`: who produced it (e.g. `auth-service`).
     pub source: String,
     /// The kind of thing the event is about (e.g. `user`).
@@ -32,7 +32,7 @@ pub struct NewEvent {
 pub enum ProducerError {
     #[error("event {id}: {field} {problem}")]
     Invalid {
-        id: EventId,
+        id: Uuid,
         field: &'static str,
         problem: String,
     },
@@ -51,7 +51,7 @@ impl NewEvent {
         let mut headers = BTreeMap::new();
         headers.insert("traceparent".to_string(), new_traceparent());
         Self {
-            id: EventId(Uuid::new_v4()),
+            id: Uuid::new_v4(),
             source: source.into(),
             aggregate_type: aggregate_type.into(),
             aggregate_id: aggregate_id.into(),
@@ -172,7 +172,7 @@ pub async fn enqueue(
             "{}\u{1f}{}",
             event.aggregate_type, event.aggregate_id
         ));
-        ids.push(event.id.0);
+        ids.push(event.id);
         agg_types.push(event.aggregate_type.as_str());
         agg_ids.push(event.aggregate_id.as_str());
         types.push(event.event_type.as_str());

@@ -25,6 +25,13 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_by_aggregate ON audit_events (aggregate_type, aggregate_id, occurred_at, seq);
 ";
 
+/// CloudEvents ids are any string, unique together with the source.
+const ANY_EVENT_ID: &str = "
+ALTER TABLE audit_events ALTER COLUMN event_id TYPE text;
+ALTER TABLE audit_events DROP CONSTRAINT audit_events_event_id_key;
+ALTER TABLE audit_events ADD CONSTRAINT audit_events_source_event_id_key UNIQUE (source, event_id);
+";
+
 impl eventhost_plugin::Handler for AuditLog {
     fn subscriptions() -> Vec<String> {
         vec!["#".into()]
@@ -40,9 +47,9 @@ impl eventhost_plugin::Handler for AuditLog {
             "INSERT INTO audit_events (event_id, event_type, source, aggregate_type, aggregate_id,
                                        schema_version, occurred_at, payload, headers)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (event_id) DO NOTHING",
+             ON CONFLICT (source, event_id) DO NOTHING",
             &[
-                Value::Uuid(event.id),
+                Value::Text(event.id),
                 Value::Text(event.type_),
                 Value::Text(event.source),
                 Value::Text(event.aggregate_type),
@@ -59,11 +66,18 @@ impl eventhost_plugin::Handler for AuditLog {
 
 impl eventhost_plugin::Migrations for AuditLog {
     fn migrations() -> Vec<Migration> {
-        vec![Migration {
-            version: 1,
-            name: "audit_events".into(),
-            sql: SCHEMA.into(),
-        }]
+        vec![
+            Migration {
+                version: 1,
+                name: "audit_events".into(),
+                sql: SCHEMA.into(),
+            },
+            Migration {
+                version: 2,
+                name: "any_event_id".into(),
+                sql: ANY_EVENT_ID.into(),
+            },
+        ]
     }
 }
 

@@ -5,10 +5,11 @@
 
 use crate::payload::{BidPlaced, RoleChanged, UserCreated};
 use eventhost_plugin::db::execute;
+use eventhost_plugin::log::{log, Level};
 use eventhost_plugin::{HandlerError, Value};
 
 pub fn user_created(e: &UserCreated) -> Result<(), HandlerError> {
-    execute(
+    let created = execute(
         "INSERT INTO user_stats (user_id, active, role, created_via, user_created_at)
          VALUES ($1, $2, $3, 'event', $4::timestamptz)
          ON CONFLICT (user_id) DO NOTHING",
@@ -19,6 +20,15 @@ pub fn user_created(e: &UserCreated) -> Result<(), HandlerError> {
             e.created_at.as_deref().into(),
         ],
     )?;
+    let what = if created == 1 {
+        "created"
+    } else {
+        "already there"
+    };
+    log(
+        Level::Debug,
+        &format!("stats of user {}: {what}", e.user_id),
+    );
     Ok(())
 }
 

@@ -95,6 +95,25 @@ pub enum MigrationError {
     Connect(#[source] sqlx::Error),
 }
 
+/// The inbox, keyed on the event's `id` and `source` as given. An inbox from before
+/// (a `uuid` key, no source) is converted in place; its rows get the source `''`, which
+/// the duplicate check matches with any source, so their events still count as handled.
+const INBOX: &str = "
+CREATE TABLE IF NOT EXISTS _eventhost_inbox (
+    event_id text NOT NULL, source text NOT NULL, event_type text NOT NULL,
+    handled_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (event_id, source));
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = '_eventhost_inbox' AND column_name = 'source') THEN
+        ALTER TABLE _eventhost_inbox ALTER COLUMN event_id TYPE text;
+        ALTER TABLE _eventhost_inbox ADD COLUMN source text NOT NULL DEFAULT '';
+        ALTER TABLE _eventhost_inbox ALTER COLUMN source DROP DEFAULT;
+        ALTER TABLE _eventhost_inbox DROP CONSTRAINT _eventhost_inbox_pkey;
+        ALTER TABLE _eventhost_inbox ADD PRIMARY KEY (event_id, source);
+    END IF;
+END $$;";
+
 fn checksum(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))
 }
@@ -160,14 +179,9 @@ async fn apply_tracked(
     // The inbox: ids of events whose effects this plugin committed (see
     // `DbSession::record_delivery`). In the plugin's schema so the row commits in the same
     // transaction as the handler's writes.
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS _eventhost_inbox (
-             event_id uuid PRIMARY KEY, event_type text NOT NULL,
-             handled_at timestamptz NOT NULL DEFAULT now())",
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(MigrationError::Connect)?;
+    sqlx::Executor::execute(&mut *tx, INBOX)
+        .await
+        .map_err(MigrationError::Connect)?;
     let applied: Vec<(i32, String)> =
         sqlx::query_as("SELECT version, checksum FROM _eventhost_migrations")
             .fetch_all(&mut *tx)

@@ -308,17 +308,23 @@ impl DbSession {
     /// Opens the invocation's transaction with the event's inbox row. False when the
     /// event's effects were already committed (a redelivery or a duplicate): the caller
     /// then skips the handler and commits nothing new.
+    /// The inbox keys on `source` and `id` as given (CloudEvents makes only the pair
+    /// unique); a row from before sources were kept (source `''`) matches any source.
     pub async fn record_delivery(
         &mut self,
-        event_id: uuid::Uuid,
+        source: &str,
+        event_id: &str,
         event_type: &str,
     ) -> Result<bool, DbError> {
         let conn: &mut PgConnection = &mut self.tx().await?.conn;
         let query = sqlx::query(
-            "INSERT INTO _eventhost_inbox (event_id, event_type) VALUES ($1, $2) \
-             ON CONFLICT (event_id) DO NOTHING",
+            "INSERT INTO _eventhost_inbox (source, event_id, event_type) \
+             SELECT $1, $2, $3 WHERE NOT EXISTS \
+                 (SELECT 1 FROM _eventhost_inbox WHERE event_id = $2 AND source = '') \
+             ON CONFLICT (event_id, source) DO NOTHING",
         )
-        .bind(event_id)
+        .bind(source.to_string())
+        .bind(event_id.to_string())
         .bind(event_type.to_string());
         let done = execute(conn, query).await.map_err(to_db_error)?;
         Ok(done.rows_affected() == 1)

@@ -1,0 +1,216 @@
+//! Logs and traces. Logs go to stderr as before (`RUST_LOG`). Traces are OpenTelemetry
+//! spans made from the host's `tracing` spans, exported over OTLP (HTTP/protobuf) when the
+//! standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set.
+//!
+//! One event is one trace across processes, joined by the W3C `traceparent` it carries:
+//! the producer's HTTP request (whose span becomes the event's parent), the relay's publish,
+//! the consumer's delivery and the plugin's invocation, with the plugin's log lines as
+//! span events.
+
+pub mod http;
+mod publish;
+
+pub use publish::PublishSpan;
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::Context;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// What is logged to stderr unless `RUST_LOG` says otherwise.
+const DEFAULT_LOG: &str = "warn,eventhost=info,plugin=info,sqlx::postgres::notice=off";
+/// What becomes spans and span events unless `EVENTHOST_TRACES_FILTER` says otherwise: the
+/// host's spans, and plugins' log lines down to `debug` as events of their invocation.
+const DEFAULT_TRACES: &str = "warn,eventhost=info,plugin=debug";
+
+/// Whether spans are exported; checked before work only traces need (the relay's
+/// per-message spans, reading `traceparent`s).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Flushes and stops the exporter when dropped (at the end of `main`).
+pub struct Guard(Option<SdkTracerProvider>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take() {
+            if let Err(error) = provider.shutdown() {
+                eprintln!("warning: could not flush the last traces: {error}");
+            }
+        }
+    }
+}
+
+/// Installs the process's subscriber: logs to stderr, and traces over OTLP when the
+/// environment turns them on (see [`otlp_from_env`]).
+pub fn init() -> Guard {
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
+        );
+    let (provider, problem) = match otlp_from_env() {
+        Ok(provider) => (provider, None),
+        Err(problem) => (None, Some(problem)),
+    };
+    let traces = provider.as_ref().map(layer);
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .init();
+    if let Some(problem) = problem {
+        tracing::warn!(%problem, "traces are not exported");
+    }
+    Guard(provider)
+}
+
+/// An OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` or `..._TRACES_ENDPOINT` is set,
+/// unless `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. The exporter itself
+/// reads the other standard variables (`OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT`,
+/// `..._COMPRESSION`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_BSP_*`,
+/// `OTEL_TRACES_SAMPLER`).
+fn otlp_from_env() -> Result<Option<SdkTracerProvider>, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return Ok(None);
+    }
+    match var("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
+        None | Some("otlp") => {}
+        Some("none") => return Ok(None),
+        Some(other) => {
+            return Err(format!(
+                "OTEL_TRACES_EXPORTER={other:?}: only \"otlp\" and \"none\" are supported"
+            ))
+        }
+    }
+    if var("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+        && var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+    {
+        return Ok(None);
+    }
+    for name in [
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    ] {
+        if let Some(protocol) = var(name).filter(|p| p.trim() != "http/protobuf") {
+            return Err(format!(
+                "{name}={protocol:?}: only \"http/protobuf\" is built in"
+            ));
+        }
+    }
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .build()
+        .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if var("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("eventhost");
+    }
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    ))
+}
+
+/// The layer that turns the host's spans into OpenTelemetry spans of `provider`, which
+/// also becomes the global provider (the relay's publish spans come from it). What it
+/// takes: `EVENTHOST_TRACES_FILTER` (an `EnvFilter`), or the host's spans and plugins'
+/// log lines down to `debug`. Its own filter, so `RUST_LOG=warn` does not break traces.
+pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    ENABLED.store(true, Ordering::Relaxed);
+    let filter = std::env::var("EVENTHOST_TRACES_FILTER")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_TRACES));
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("eventhost"))
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_filter(filter)
+}
+
+/// The trace context a W3C `traceparent` names (an empty context when it is malformed).
+pub fn context_of(traceparent: &str) -> Context {
+    struct One<'a>(&'a str);
+    impl Extractor for One<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            (key == "traceparent").then_some(self.0)
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent"]
+        }
+    }
+    TraceContextPropagator::new().extract_with_context(&Context::new(), &One(traceparent))
+}
+
+/// The `traceparent` of a context; `None` when it holds no valid span.
+pub fn traceparent_of(context: &Context) -> Option<String> {
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the trace `traceparent` names, when traces are exported and
+/// the value is a valid trace context. Call before the span is first entered.
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    if !enabled() {
+        return;
+    }
+    let Some(traceparent) = traceparent else {
+        return;
+    };
+    let parent = context_of(traceparent);
+    if parent.span().span_context().is_valid() {
+        // Fails only when the span is disabled by the filter: then there is nothing to link.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The current span's `traceparent`, when traces are exported (what an event written
+/// now carries, so the relay and the consumer continue the trace under this span).
+pub fn current_traceparent() -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    traceparent_of(&tracing::Span::current().context())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparents_round_trip_and_malformed_ones_are_empty() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(traceparent_of(&context_of(tp)).as_deref(), Some(tp));
+        for bad in [
+            "",
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(traceparent_of(&context_of(bad)), None, "{bad:?}");
+        }
+    }
+}
