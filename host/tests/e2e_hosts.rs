@@ -143,7 +143,7 @@ async fn three_hosts_share_the_partitions_and_keep_each_users_order_through_a_ki
                     array_agg(o.event_id ORDER BY o.seq) AS written,
                     array_agg(o.event_id ORDER BY a.seq) AS applied
              FROM outbox_events o
-             JOIN plugin_audit_log.audit_events a USING (event_id)
+             JOIN plugin_audit_log.audit_events a ON a.event_id = o.event_id::text
              GROUP BY o.aggregate_id
          ) per_user WHERE written <> applied",
     )
