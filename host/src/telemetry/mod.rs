@@ -19,7 +19,9 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -27,9 +29,6 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 /// What is logged to stderr unless `RUST_LOG` says otherwise.
 const DEFAULT_LOG: &str = "warn,eventhost=info,plugin=info,sqlx::postgres::notice=off";
-/// What becomes spans and span events unless `EVENTHOST_TRACES_FILTER` says otherwise: the
-/// host's spans, and plugins' log lines down to `debug` as events of their invocation.
-const DEFAULT_TRACES: &str = "warn,eventhost=info,plugin=debug";
 
 /// Whether spans are exported; checked before work only traces need (the relay's
 /// per-message spans, reading `traceparent`s).
@@ -55,24 +54,34 @@ impl Drop for Guard {
 /// Installs the process's subscriber: logs to stderr, and traces over OTLP when the
 /// environment turns them on (see [`otlp_from_env`]).
 pub fn init() -> Guard {
-    let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
-        );
     let (provider, problem) = match otlp_from_env() {
         Ok(provider) => (provider, None),
         Err(problem) => (None, Some(problem)),
     };
-    let traces = provider.as_ref().map(layer);
-    tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .init();
+    subscriber(std::io::stderr, provider.as_ref()).init();
     if let Some(problem) = problem {
         tracing::warn!(%problem, "traces are not exported");
     }
     Guard(provider)
+}
+
+/// The host's subscriber: what `RUST_LOG` lets through (default [`DEFAULT_LOG`]) is
+/// logged to `writer` and, when a `provider` is given, becomes spans and span events
+/// ([`layer`]). One filter for both: per-layer filters lost spans under tracing-subscriber
+/// 0.3.23 (the spans of later requests and deliveries never started, seen in
+/// `host/tests/traces.rs` and `e2e_traces.rs`), so traces take what the logs take.
+pub fn subscriber<W>(
+    writer: W,
+    provider: Option<&SdkTracerProvider>,
+) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(writer))
+        .with(provider.map(layer))
 }
 
 /// An OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` or `..._TRACES_ENDPOINT` is set,
@@ -127,25 +136,19 @@ fn otlp_from_env() -> Result<Option<SdkTracerProvider>, String> {
     ))
 }
 
-/// The layer that turns the host's spans into OpenTelemetry spans of `provider`, which
-/// also becomes the global provider (the relay's publish spans come from it). What it
-/// takes: `EVENTHOST_TRACES_FILTER` (an `EnvFilter`), or the host's spans and plugins'
-/// log lines down to `debug`. Its own filter, so `RUST_LOG=warn` does not break traces.
+/// The layer that turns the host's spans into OpenTelemetry spans of `provider`, and its
+/// events (plugins' log lines among them) into span events. `provider` also becomes the
+/// global provider (the relay's publish spans come from it).
 pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
     opentelemetry::global::set_tracer_provider(provider.clone());
     ENABLED.store(true, Ordering::Relaxed);
-    let filter = std::env::var("EVENTHOST_TRACES_FILTER")
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(DEFAULT_TRACES));
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("eventhost"))
         .with_tracked_inactivity(false)
         .with_threads(false)
-        .with_filter(filter)
 }
 
 /// The trace context a W3C `traceparent` names (an empty context when it is malformed).
