@@ -81,3 +81,97 @@ async fn concurrent_deliveries_of_one_event_commit_its_effects_once() {
     assert_eq!(count(&probe, "SELECT * FROM notes").await, 1);
     host.stop().await;
 }
+
+/// The inbox forgets events handled longer ago than the retention, in bounded batches,
+/// and keeps the rest: a recent event is still a duplicate, a forgotten one runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_forgets_what_is_older_than_its_retention() {
+    use eventhost::consumer::inbox;
+    let host = TestHost::default().await;
+    let probe = host.load("probe").await;
+    let old = event("probe.insert", "p-1", json!({}));
+    let recent = event("probe.insert", "p-2", json!({}));
+    assert_eq!(probe.deliver(&old).await.outcome, Outcome::Ok);
+    assert_eq!(probe.deliver(&recent).await.outcome, Outcome::Ok);
+    // 25 more old rows, so pruning takes several batches.
+    sqlx::query(
+        "INSERT INTO plugin_probe._eventhost_inbox (event_id, source, event_type, handled_at)
+         SELECT 'filler-' || n, 'test', 'probe.insert', now() - interval '40 days'
+         FROM generate_series(1, 25) n",
+    )
+    .execute(&host.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE plugin_probe._eventhost_inbox SET handled_at = now() - interval '31 days' WHERE event_id = $1")
+        .bind(&old.id.0)
+        .execute(&host.pool)
+        .await
+        .unwrap();
+    let retention = std::time::Duration::from_secs(30 * 24 * 3600);
+    let pruned = inbox::prune(&host.pool, "probe", retention, 10)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 26);
+    assert_eq!(count(&probe, "SELECT * FROM _eventhost_inbox").await, 1);
+    assert_eq!(probe.deliver(&recent).await.outcome, Outcome::Duplicate);
+    // Forgotten, so the handler runs again (and meets its own row of the first time).
+    let again = probe.deliver(&old).await.outcome;
+    assert!(
+        matches!(&again, Outcome::Retryable(r) if r.contains("notes_pkey")),
+        "{again:?}"
+    );
+    assert_eq!(
+        inbox::prune(&host.pool, "probe", retention, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    host.stop().await;
+}
+
+/// An inbox of the earlier layout (a `uuid` key, no source) is converted when the plugin
+/// loads, and the events it recorded stay duplicates whatever source they come with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_of_the_earlier_layout_is_converted_and_still_knows_its_events() {
+    let host = TestHost::default().await;
+    let known = event("probe.insert", "p-1", json!({}));
+    // The plugin's schema and role as a first load made them, then the inbox put back as
+    // it was, owned by the plugin's role, with one handled event.
+    host.load("probe").await;
+    sqlx::raw_sql(
+        "DROP TABLE plugin_probe._eventhost_inbox;
+         CREATE TABLE plugin_probe._eventhost_inbox (
+             event_id uuid PRIMARY KEY, event_type text NOT NULL,
+             handled_at timestamptz NOT NULL DEFAULT now());
+         DO $$ BEGIN
+             EXECUTE format('ALTER TABLE plugin_probe._eventhost_inbox OWNER TO %I',
+                 (SELECT r.rolname FROM pg_roles r JOIN pg_namespace n ON n.nspowner = r.oid
+                  WHERE n.nspname = 'plugin_probe'));
+         END $$;",
+    )
+    .execute(&host.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO plugin_probe._eventhost_inbox (event_id, event_type)
+         VALUES ($1::uuid, 'probe.insert')",
+    )
+    .bind(&known.id.0)
+    .execute(&host.pool)
+    .await
+    .unwrap();
+    let probe = host.load("probe").await;
+    assert_eq!(probe.deliver(&known).await.outcome, Outcome::Duplicate);
+    assert_eq!(count(&probe, "SELECT * FROM notes").await, 0);
+    let fresh = event("probe.insert", "p-1", json!({}));
+    assert_eq!(probe.deliver(&fresh).await.outcome, Outcome::Ok);
+    let sources = probe
+        .query_json("SELECT source FROM _eventhost_inbox ORDER BY handled_at")
+        .await
+        .unwrap();
+    assert_eq!(
+        sources,
+        vec![json!({"source": ""}), json!({"source": fresh.source})]
+    );
+    host.stop().await;
+}

@@ -57,6 +57,17 @@ pub struct ConsumerConfig {
     /// A delivery in flight when the host died this many times is dead-lettered instead
     /// of being handed to the plugin again (a message that crashes the process).
     pub max_crashes: u32,
+    /// How long each plugin's inbox remembers a handled event (an event arriving again
+    /// later is handled again). Longer than any window in which an event can come back:
+    /// redeliveries and retries, dead-letter replays, and backfills from the outbox's
+    /// kept rows (`relay.retention`).
+    #[serde(with = "humantime_serde")]
+    pub inbox_retention: Duration,
+    /// How often each host prunes its plugins' inboxes.
+    #[serde(with = "humantime_serde")]
+    pub inbox_prune_interval: Duration,
+    /// Inbox rows deleted per pruning transaction.
+    pub inbox_prune_batch: u32,
 }
 
 impl Default for ConsumerConfig {
@@ -77,6 +88,9 @@ impl Default for ConsumerConfig {
             shutdown_timeout: Duration::from_secs(30),
             load_timeout: Duration::from_secs(60),
             max_crashes: 3,
+            inbox_retention: Duration::from_secs(30 * 24 * 3600),
+            inbox_prune_interval: Duration::from_secs(10 * 60),
+            inbox_prune_batch: 5000,
         }
     }
 }
@@ -123,6 +137,15 @@ impl ConsumerConfig {
         }
         if self.load_timeout < Duration::from_secs(1) {
             return Err("consumer.load_timeout must be at least 1s".into());
+        }
+        if self.inbox_retention < Duration::from_secs(24 * 3600) {
+            return Err("consumer.inbox_retention must be at least 1 day".into());
+        }
+        if self.inbox_prune_interval < Duration::from_secs(1) {
+            return Err("consumer.inbox_prune_interval must be at least 1s".into());
+        }
+        if !(1..=100_000).contains(&self.inbox_prune_batch) {
+            return Err("consumer.inbox_prune_batch must be 1 to 100000".into());
         }
         if self.reload_interval < Duration::from_millis(100) {
             return Err("consumer.reload_interval must be at least 100ms".into());

@@ -138,6 +138,15 @@ impl Config {
         self.relay.validate().map_err(ConfigError::Invalid)?;
         self.consumer.validate().map_err(ConfigError::Invalid)?;
         self.http.validate().map_err(ConfigError::Invalid)?;
+        if self.consumer.inbox_retention <= self.relay.retention {
+            // A backfill replays the outbox's kept rows: the inboxes must still know them.
+            return Err(ConfigError::Invalid(format!(
+                "consumer.inbox_retention ({}) must be longer than relay.retention ({}), \
+                 or a backfill would handle events again",
+                humantime::format_duration(self.consumer.inbox_retention),
+                humantime::format_duration(self.relay.retention)
+            )));
+        }
         if let Some(path) = &self.broker.ca_file {
             if !self.broker.url.starts_with("amqps://") {
                 return Err(ConfigError::Invalid(
@@ -388,5 +397,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("consumer.concurrency"), "{err}");
+        let err = Config::parse("[relay]\nretention = \"40days\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("consumer.inbox_retention") && err.contains("relay.retention"),
+            "{err}"
+        );
+        let err = Config::parse("[consumer]\ninbox_retention = \"2h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("consumer.inbox_retention"), "{err}");
     }
 }

@@ -10,6 +10,7 @@ pub mod dead_letters;
 mod delivery;
 pub mod headers;
 pub mod holds;
+pub mod inbox;
 mod lanes;
 mod partitions;
 mod queue;

@@ -78,6 +78,18 @@ pub async fn consume(
     )
     .await?;
     super::crashes::purge_stale(&settings.pool, &subscriber.name).await;
+    // The inbox is pruned while this consumer runs (every host does it; they skip each
+    // other's rows).
+    let pruning = shutdown.child_token();
+    let _stop_pruning = pruning.clone().drop_guard();
+    tokio::spawn(super::inbox::prune_every(
+        settings.pool.clone(),
+        subscriber.name.clone(),
+        config.inbox_retention,
+        config.inbox_prune_interval,
+        config.inbox_prune_batch,
+        pruning,
+    ));
     let tag = format!("eventhost-{}-{}", subscriber.name, std::process::id());
     let (mut partitions, mut deliveries) =
         Partitions::subscribe(connection.clone(), &queues, config.prefetch, tag).await?;

@@ -98,11 +98,14 @@ pub enum MigrationError {
 /// The inbox, keyed on the event's `id` and `source` as given. An inbox from before
 /// (a `uuid` key, no source) is converted in place; its rows get the source `''`, which
 /// the duplicate check matches with any source, so their events still count as handled.
+/// Rows older than `consumer.inbox_retention` are pruned by `handled_at`
+/// (`consumer::inbox`).
 const INBOX: &str = "
 CREATE TABLE IF NOT EXISTS _eventhost_inbox (
     event_id text NOT NULL, source text NOT NULL, event_type text NOT NULL,
     handled_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (event_id, source));
+CREATE INDEX IF NOT EXISTS _eventhost_inbox_handled_at ON _eventhost_inbox (handled_at);
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
                    AND table_name = '_eventhost_inbox' AND column_name = 'source') THEN

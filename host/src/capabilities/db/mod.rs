@@ -11,6 +11,7 @@ mod values;
 mod wire;
 
 pub use provision::PluginIdentity;
+pub use role::schema_name;
 pub use session::{DbSession, ResultCaps};
 
 use super::HostState;
