@@ -7,6 +7,7 @@
 #   bash scripts/bench.sh memory   host RSS while a plugin asks for 1 GiB of rows (issue 11)
 #   bash scripts/bench.sh hosts    1, 2 and 3 serve processes; failover after SIGKILL (issue 13)
 #   bash scripts/bench.sh languages  audit-log in Rust, Python, JavaScript: loads, invocations, memory (issue 14)
+#   bash scripts/bench.sh inbox    handling with an empty inbox vs millions of rows; pruning rate (issue 16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
@@ -33,4 +34,8 @@ fi
 if [[ "$which" == all || "$which" == languages ]]; then
   bash scripts/build-plugins.sh
   cargo bench --locked -p eventhost --bench languages
+fi
+if [[ "$which" == all || "$which" == inbox ]]; then
+  bash scripts/build-plugins.sh
+  cargo bench --locked -p eventhost --bench inbox
 fi

@@ -39,6 +39,14 @@ async fn collector() -> (String, Received) {
     (url, received)
 }
 
+/// A short protobuf string field: its tag (wire type 2), its length, its bytes.
+fn field(number: u8, text: &str) -> Vec<u8> {
+    assert!(text.len() < 128, "a one-byte length");
+    let mut bytes = vec![(number << 3) | 2, text.len() as u8];
+    bytes.extend_from_slice(text.as_bytes());
+    bytes
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -68,15 +76,19 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
         .expect("register");
     assert_eq!(response.status(), 201);
 
-    // The trace id travels as 16 raw bytes in the protobuf body.
+    let user: serde_json::Value = response.json().await.unwrap();
+    let user = user["id"].as_str().unwrap().to_string();
+
+    // The trace id travels as 16 raw bytes in the protobuf body; a span's name is field 5
+    // of its `Span` message, an event's name field 2 of its `Event`.
     let trace_id = hex::decode(TRACE).unwrap();
-    let wanted: [&[u8]; 5] = [
-        b"POST /auth/register",
-        b"publish user.created",
-        b"deliver",
-        b"handle",
+    let wanted = [
+        field(5, "POST /auth/register"),
+        field(5, "publish user.created"),
+        field(5, "deliver"),
+        field(5, "handle"),
         // The plugin's log line, an event of its invocation's span.
-        b"stats of user ",
+        field(2, &format!("stats of user {user}: created")),
     ];
     let started = Instant::now();
     loop {

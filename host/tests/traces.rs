@@ -35,10 +35,10 @@ async fn one_event_is_one_trace_from_the_request_to_the_plugin() {
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
-    // What `eventhost serve` installs, its logs going nowhere; the plugin's debug lines
-    // let through (the only test in this binary, so the variable is ours).
-    std::env::set_var("RUST_LOG", "warn,eventhost=info,plugin=debug");
-    let subscriber = eventhost::telemetry::subscriber(std::io::sink, Some(&provider));
+    // What `eventhost serve` installs, its logs going nowhere, the plugin's debug lines
+    // let through.
+    let filter = tracing_subscriber::EnvFilter::new("warn,eventhost=info,plugin=debug");
+    let subscriber = eventhost::telemetry::subscriber(std::io::sink, filter, Some(&provider));
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
 
     let scratch = ScratchDatabase::create(&server_url(), "eventhost_traces")

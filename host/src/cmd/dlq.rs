@@ -1,6 +1,7 @@
 //! `eventhost dlq list <plugin>` and `eventhost dlq replay <plugin>`.
 
 use super::args::ConfigArgs;
+use super::printable;
 use anyhow::{Context, Result};
 use eventhost::broker::{self, topology::PluginQueues};
 use eventhost::config::Config;
@@ -110,7 +111,9 @@ async fn holds(args: &ConfigArgs, plugin: &str, json: bool) -> Result<ExitCode> 
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         println!(
             "{:<40}  {:<36}  {since:<25}  {}",
-            h.aggregate, h.head_event_id, h.reason
+            printable(&h.aggregate),
+            printable(&h.head_event_id),
+            printable(&h.reason)
         );
     }
     println!("{} aggregate(s) held for {name}", held.len());
@@ -151,10 +154,12 @@ fn print(letters: &[DeadLetter], json: bool) -> Result<()> {
         "event id", "type", "attempts"
     );
     for l in letters {
-        let id = l.event_id.as_deref().unwrap_or("-");
+        let id = printable(l.event_id.as_deref().unwrap_or("-"));
         println!(
             "{id:<36}  {:<24}  {:>8}  {}",
-            l.event_type, l.attempts, l.error
+            printable(&l.event_type),
+            l.attempts,
+            printable(&l.error)
         );
     }
     Ok(())
@@ -197,8 +202,8 @@ async fn replay(args: &ConfigArgs, plugin: &str, all: bool, ids: &[String]) -> R
     let _ = connection.close(200, "done".into()).await;
     let replayed = done.replayed;
     for letter in &done.waiting {
-        let id = letter.event_id.as_deref().unwrap_or("-");
-        let head = letter.held_behind.as_deref().unwrap_or("-");
+        let id = printable(letter.event_id.as_deref().unwrap_or("-"));
+        let head = printable(letter.held_behind.as_deref().unwrap_or("-"));
         println!("left {id} in place: it waits behind dead letter {head}, still held (replay that one, or `dlq release` its aggregate)");
     }
     println!(

@@ -43,3 +43,14 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dlq(command) => dlq::run(command).await,
     }
 }
+
+/// Text from outside (a guest's output, a publisher's event id, a plugin's reason) as it
+/// may be printed to a terminal: control characters escaped, so none is an escape sequence.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| match c.is_control() && c != '\t' {
+            true => c.escape_unicode().collect::<Vec<_>>(),
+            false => vec![c],
+        })
+        .collect()
+}

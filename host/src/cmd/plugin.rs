@@ -157,15 +157,7 @@ async fn invoke(
         let output = &invocation.output;
         for (stream, text) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
             for line in text.iter().flat_map(|t| t.lines()) {
-                // The guest's text, but never its terminal escape sequences.
-                let line: String = line
-                    .chars()
-                    .flat_map(|c| match c.is_control() && c != '\t' {
-                        true => c.escape_unicode().collect::<Vec<_>>(),
-                        false => vec![c],
-                    })
-                    .collect();
-                println!("    [{stream}] {line}");
+                println!("    [{stream}] {}", super::printable(line));
             }
         }
     }

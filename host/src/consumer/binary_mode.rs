@@ -51,17 +51,20 @@ fn attributes(properties: &BasicProperties) -> Option<Map<String, Value>> {
     let mut map = Map::new();
     for (name, value) in headers.iter() {
         let name = name.as_str();
-        let Some(attribute) = PREFIXES
+        let Some((prefix, attribute)) = PREFIXES
             .iter()
-            .find_map(|p| strip_prefix_ignoring_case(name, p))
+            .find_map(|p| strip_prefix_ignoring_case(name, p).map(|a| (*p, a)))
         else {
             continue;
         };
         let attribute = attribute.to_ascii_lowercase();
-        if attribute == "time" {
-            if let Some(time) = integer(value).and_then(chrono::DateTime::from_timestamp_millis) {
-                // An integer `time` is an AMQP 1.0 timestamp: milliseconds since the epoch
-                // (what the CloudEvents SDKs' AMQP binding sends).
+        if let (true, "time", AMQPValue::LongLongInt(ms)) =
+            (prefix.starts_with("cloudEvents"), attribute.as_str(), value)
+        {
+            // Under the AMQP binding's prefixes a 64-bit integer `time` is an AMQP 1.0
+            // timestamp, milliseconds since the epoch (what the SDKs' AMQP binding sends).
+            // Other integers stay text, and the RFC 3339 check refuses them.
+            if let Some(time) = chrono::DateTime::from_timestamp_millis(*ms) {
                 map.insert(attribute, time.to_rfc3339().into());
                 continue;
             }
@@ -85,15 +88,6 @@ fn attributes(properties: &BasicProperties) -> Option<Map<String, Value>> {
         map.insert(attribute, text.into());
     }
     map.contains_key("specversion").then_some(map)
-}
-
-fn integer(value: &AMQPValue) -> Option<i64> {
-    match value {
-        AMQPValue::LongLongInt(n) => Some(*n),
-        AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-        _ => None,
-    }
 }
 
 fn strip_prefix_ignoring_case<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
@@ -194,8 +188,23 @@ mod tests {
             AMQPValue::LongLongInt(1_764_979_200_123),
         );
         p = p.with_headers(headers);
-        let event = event(&p, b"{}").unwrap();
-        assert_eq!(event.time.to_rfc3339(), "2025-12-06T00:00:00.123+00:00");
-        assert_eq!(event.id.0, "42");
+        let read = event(&p, b"{}").unwrap();
+        assert_eq!(read.time.to_rfc3339(), "2025-12-06T00:00:00.123+00:00");
+        assert_eq!(read.id.0, "42");
+        // Not under the AMQP binding's prefix: no guessing the unit, the time is refused.
+        let mut p = properties(
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "43"),
+                ("ce-source", "shop"),
+                ("ce-type", "order.placed"),
+            ],
+            Some("application/json"),
+        );
+        let mut headers = p.headers().clone().unwrap();
+        headers.insert("ce-time".into(), AMQPValue::LongLongInt(1_764_979_200));
+        p = p.with_headers(headers);
+        let refused = event(&p, b"{}").unwrap_err().to_string();
+        assert!(refused.contains("`time`"), "{refused}");
     }
 }

@@ -149,7 +149,7 @@ async fn decide(
     let mut head = false;
     if ctx.hold {
         let check = durably(ctx, "read the aggregate's hold", || {
-            holds::check(&ctx.pool, &ctx.plugin, &aggregate, &event.id)
+            holds::check(&ctx.pool, &ctx.plugin, &aggregate, event)
         });
         match check.await {
             Some(Ok(Check::Free)) => {}
@@ -171,12 +171,12 @@ async fn decide(
     };
     let noted = match &verdict {
         Verdict::Dead { error, .. } if ctx.hold => {
-            let hold = || holds::hold(&ctx.pool, &ctx.plugin, &aggregate, &event.id, error);
+            let hold = || holds::hold(&ctx.pool, &ctx.plugin, &aggregate, event, error);
             durably(ctx, "hold the aggregate", hold).await
         }
         Verdict::Ack if head => {
             tracing::info!("dead letter handled; its aggregate goes on");
-            let release = || holds::handled(&ctx.pool, &ctx.plugin, &aggregate, &event.id);
+            let release = || holds::handled(&ctx.pool, &ctx.plugin, &aggregate, event);
             durably(ctx, "release the aggregate", release).await
         }
         _ => Some(Ok(())),
@@ -219,7 +219,7 @@ where
 }
 
 /// Waits out the next backoff step; false when the host stops first.
-async fn pause(ctx: &Context, backoff: &mut Backoff) -> bool {
+pub(super) async fn pause(ctx: &Context, backoff: &mut Backoff) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(backoff.next()) => true,
         _ = ctx.shutdown.cancelled() => false,
@@ -353,16 +353,9 @@ async fn settle(ctx: &Context, delivery: Delivery, verdict: Verdict) {
             return;
         }
         Verdict::Partition { aggregate } => {
-            let properties = headers::partitioned(&delivery, aggregate);
-            let entry = To::Exchange(&ctx.queues.entry);
-            if let Err(error) =
-                publish_confirmed(&ctx.channel, entry, &delivery.data, properties).await
-            {
-                tracing::warn!(%error, "could not send the delivery to its partition; leaving it in the queue");
-                nack(&delivery).await;
+            if !super::reroute::send_to_partition(ctx, &delivery, aggregate).await {
                 return;
             }
-            tracing::debug!(%aggregate, "sent to its aggregate's partition");
             None
         }
         Verdict::Retry { attempts, error } => {
@@ -415,7 +408,7 @@ async fn settle(ctx: &Context, delivery: Delivery, verdict: Verdict) {
     }
 }
 
-async fn nack(delivery: &Delivery) {
+pub(super) async fn nack(delivery: &Delivery) {
     let requeue = BasicNackOptions {
         requeue: true,
         ..BasicNackOptions::default()

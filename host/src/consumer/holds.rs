@@ -8,7 +8,7 @@
 //! The hold is written before the head's dead letter is acked, and the check runs in the
 //! aggregate's lane: the next event of the aggregate can only be looked at after both.
 
-use crate::event::EventId;
+use crate::event::Event;
 use sqlx::PgPool;
 
 /// A held aggregate, for operators.
@@ -35,10 +35,11 @@ pub async fn check(
     pool: &PgPool,
     plugin: &str,
     aggregate: &str,
-    event: &EventId,
+    event: &Event,
 ) -> Result<Check, sqlx::Error> {
-    let head: Option<String> = sqlx::query_scalar(
-        "SELECT head_event_id FROM eventhost_held_aggregates WHERE plugin = $1 AND aggregate = $2",
+    let head: Option<(String, String)> = sqlx::query_as(
+        "SELECT head_event_id, head_source FROM eventhost_held_aggregates
+         WHERE plugin = $1 AND aggregate = $2",
     )
     .bind(plugin)
     .bind(aggregate)
@@ -46,8 +47,11 @@ pub async fn check(
     .await?;
     Ok(match head {
         None => Check::Free,
-        Some(head) if head == event.0 => Check::Head,
-        Some(head) => Check::Behind(head),
+        // A head held before sources were kept (`''`) is matched by its id alone.
+        Some((id, source)) if id == event.id.0 && (source == event.source || source.is_empty()) => {
+            Check::Head
+        }
+        Some((id, _)) => Check::Behind(id),
     })
 }
 
@@ -57,16 +61,17 @@ pub async fn hold(
     pool: &PgPool,
     plugin: &str,
     aggregate: &str,
-    event: &EventId,
+    event: &Event,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO eventhost_held_aggregates (plugin, aggregate, head_event_id, reason)
-         VALUES ($1, $2, $3, $4) ON CONFLICT (plugin, aggregate) DO NOTHING",
+        "INSERT INTO eventhost_held_aggregates (plugin, aggregate, head_event_id, head_source, reason)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (plugin, aggregate) DO NOTHING",
     )
     .bind(plugin)
     .bind(aggregate)
-    .bind(&event.0)
+    .bind(&event.id.0)
+    .bind(&event.source)
     // A plugin's reason may carry NUL characters, which PostgreSQL text cannot.
     .bind(reason.replace('\0', ""))
     .execute(pool)
@@ -79,15 +84,17 @@ pub async fn handled(
     pool: &PgPool,
     plugin: &str,
     aggregate: &str,
-    event: &EventId,
+    event: &Event,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "DELETE FROM eventhost_held_aggregates
-         WHERE plugin = $1 AND aggregate = $2 AND head_event_id = $3",
+         WHERE plugin = $1 AND aggregate = $2 AND head_event_id = $3
+           AND head_source IN ($4, '')",
     )
     .bind(plugin)
     .bind(aggregate)
-    .bind(&event.0)
+    .bind(&event.id.0)
+    .bind(&event.source)
     .execute(pool)
     .await?;
     Ok(())

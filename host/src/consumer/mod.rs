@@ -15,6 +15,7 @@ mod lanes;
 mod partitions;
 mod queue;
 pub mod registry;
+mod reroute;
 pub mod watcher;
 
 pub use registry::{Registry, SlotStatus};

@@ -11,11 +11,12 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let method = request.method().clone();
+    // The route's pattern, never the raw path: a caller must not mint span names.
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| request.uri().path().to_string());
+        .unwrap_or_else(|| "(no route)".to_string());
     let span = tracing::info_span!(
         "http request",
         otel.name = %format!("{method} {route}"),

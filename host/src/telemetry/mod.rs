@@ -58,26 +58,27 @@ pub fn init() -> Guard {
         Ok(provider) => (provider, None),
         Err(problem) => (None, Some(problem)),
     };
-    subscriber(std::io::stderr, provider.as_ref()).init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
+    subscriber(std::io::stderr, filter, provider.as_ref()).init();
     if let Some(problem) = problem {
         tracing::warn!(%problem, "traces are not exported");
     }
     Guard(provider)
 }
 
-/// The host's subscriber: what `RUST_LOG` lets through (default [`DEFAULT_LOG`]) is
-/// logged to `writer` and, when a `provider` is given, becomes spans and span events
-/// ([`layer`]). One filter for both: per-layer filters lost spans under tracing-subscriber
+/// The host's subscriber: what `filter` lets through (in `eventhost`: `RUST_LOG`, default
+/// [`DEFAULT_LOG`]) is logged to `writer` and, when a `provider` is given, becomes spans
+/// and span events ([`layer`]). One filter for both: per-layer filters lost spans under tracing-subscriber
 /// 0.3.23 (the spans of later requests and deliveries never started, seen in
 /// `host/tests/traces.rs` and `e2e_traces.rs`), so traces take what the logs take.
 pub fn subscriber<W>(
     writer: W,
+    filter: EnvFilter,
     provider: Option<&SdkTracerProvider>,
 ) -> impl Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
     tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(writer))
@@ -108,15 +109,17 @@ fn otlp_from_env() -> Result<Option<SdkTracerProvider>, String> {
     {
         return Ok(None);
     }
-    for name in [
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    // The traces-specific variable wins over the general one.
+    let protocol = [
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-    ] {
-        if let Some(protocol) = var(name).filter(|p| p.trim() != "http/protobuf") {
-            return Err(format!(
-                "{name}={protocol:?}: only \"http/protobuf\" is built in"
-            ));
-        }
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]
+    .into_iter()
+    .find_map(|name| var(name).map(|value| (name, value)));
+    if let Some((name, protocol)) = protocol.filter(|(_, p)| p.trim() != "http/protobuf") {
+        return Err(format!(
+            "{name}={protocol:?}: only \"http/protobuf\" is built in"
+        ));
     }
     use opentelemetry_otlp::WithExportConfig;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -125,7 +128,9 @@ fn otlp_from_env() -> Result<Option<SdkTracerProvider>, String> {
         .build()
         .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
     let mut resource = opentelemetry_sdk::Resource::builder();
-    if var("OTEL_SERVICE_NAME").is_none() {
+    let named_in_attributes =
+        var("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.name="));
+    if var("OTEL_SERVICE_NAME").is_none() && !named_in_attributes {
         resource = resource.with_service_name("eventhost");
     }
     Ok(Some(

@@ -16,9 +16,9 @@ export const handler = {
   handle(event) {
     try {
       execute(
-        "INSERT INTO events_seen (event_id, event_type, subject) VALUES ($1, $2, $3)" +
-          " ON CONFLICT (event_id) DO NOTHING",
-        [{ tag: "uuid", val: event.id }, text(event.type), text(event.subject)],
+        "INSERT INTO events_seen (source, event_id, event_type, subject) VALUES ($1, $2, $3, $4)" +
+          " ON CONFLICT (source, event_id) DO NOTHING",
+        [text(event.source), text(event.id), text(event.type), text(event.subject)],
       );
     } catch (err) {
       const e = err.payload || { code: "", message: String(err) };
@@ -36,10 +36,12 @@ export const migrations = {
         version: 1,
         name: "events_seen",
         sql: `CREATE TABLE events_seen (
-                event_id   uuid PRIMARY KEY,
+                source     text NOT NULL,
+                event_id   text NOT NULL,
                 event_type text NOT NULL,
                 subject    text NOT NULL,
-                seen_at    timestamptz NOT NULL DEFAULT now()
+                seen_at    timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (source, event_id)
               )`,
       },
     ];

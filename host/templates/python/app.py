@@ -14,10 +14,12 @@ from wit_world.imports.types import Event, HandlerError_Permanent, HandlerError_
 
 SCHEMA = """
 CREATE TABLE events_seen (
-    event_id   uuid PRIMARY KEY,
+    source     text NOT NULL,
+    event_id   text NOT NULL,
     event_type text NOT NULL,
     subject    text NOT NULL,
-    seen_at    timestamptz NOT NULL DEFAULT now()
+    seen_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, event_id)
 )
 """
 
@@ -30,9 +32,10 @@ class Handler(exports.Handler):
         """Effects must be idempotent: the same event may arrive twice."""
         try:
             db.execute(
-                "INSERT INTO events_seen (event_id, event_type, subject) VALUES ($1, $2, $3)"
-                " ON CONFLICT (event_id) DO NOTHING",
-                [db.Value_Uuid(event.id), db.Value_Text(event.type), db.Value_Text(event.subject)],
+                "INSERT INTO events_seen (source, event_id, event_type, subject)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (source, event_id) DO NOTHING",
+                [db.Value_Text(event.source), db.Value_Text(event.id),
+                 db.Value_Text(event.type), db.Value_Text(event.subject)],
             )
         except Err as e:
             # Data, constraint, syntax and limit errors fail the same way every time.

@@ -99,23 +99,30 @@ pub enum MigrationError {
 /// (a `uuid` key, no source) is converted in place; its rows get the source `''`, which
 /// the duplicate check matches with any source, so their events still count as handled.
 /// Rows older than `consumer.inbox_retention` are pruned by `handled_at`
-/// (`consumer::inbox`).
+/// (`consumer::inbox`). The conversion and the index build run without the plugin's
+/// statement timeout (they are the host's, bounded by `consumer.load_timeout`).
 const INBOX: &str = "
+SET LOCAL statement_timeout = 0;
 CREATE TABLE IF NOT EXISTS _eventhost_inbox (
     event_id text NOT NULL, source text NOT NULL, event_type text NOT NULL,
     handled_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (event_id, source));
-CREATE INDEX IF NOT EXISTS _eventhost_inbox_handled_at ON _eventhost_inbox (handled_at);
-DO $$ BEGIN
+DO $$
+DECLARE key text;
+BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
                    AND table_name = '_eventhost_inbox' AND column_name = 'source') THEN
-        ALTER TABLE _eventhost_inbox ALTER COLUMN event_id TYPE text;
-        ALTER TABLE _eventhost_inbox ADD COLUMN source text NOT NULL DEFAULT '';
+        SELECT conname INTO key FROM pg_constraint
+        WHERE conrelid = '_eventhost_inbox'::regclass AND contype = 'p';
+        -- One rewrite of the table and one index build.
+        EXECUTE format('ALTER TABLE _eventhost_inbox DROP CONSTRAINT %I,
+                            ALTER COLUMN event_id TYPE text,
+                            ADD COLUMN source text NOT NULL DEFAULT '''',
+                            ADD PRIMARY KEY (event_id, source)', key);
         ALTER TABLE _eventhost_inbox ALTER COLUMN source DROP DEFAULT;
-        ALTER TABLE _eventhost_inbox DROP CONSTRAINT _eventhost_inbox_pkey;
-        ALTER TABLE _eventhost_inbox ADD PRIMARY KEY (event_id, source);
     END IF;
-END $$;";
+END $$;
+CREATE INDEX IF NOT EXISTS _eventhost_inbox_handled_at ON _eventhost_inbox (handled_at);";
 
 fn checksum(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))

@@ -15,9 +15,9 @@ impl eventhost_plugin::Handler for Plugin {
     /// Effects must be idempotent: the same event may arrive twice.
     fn handle(event: Event) -> Result<(), HandlerError> {
         execute(
-            "INSERT INTO events_seen (event_id, event_type, subject) VALUES ($1, $2, $3)
-             ON CONFLICT (event_id) DO NOTHING",
-            &[Value::uuid(event.id), event.type_.into(), event.subject.into()],
+            "INSERT INTO events_seen (source, event_id, event_type, subject) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (source, event_id) DO NOTHING",
+            &[event.source.into(), event.id.into(), event.type_.into(), event.subject.into()],
         )?;
         Ok(())
     }
@@ -29,10 +29,12 @@ impl eventhost_plugin::Migrations for Plugin {
             version: 1,
             name: "events_seen".into(),
             sql: "CREATE TABLE events_seen (
-                      event_id   uuid PRIMARY KEY,
+                      source     text NOT NULL,
+                      event_id   text NOT NULL,
                       event_type text NOT NULL,
                       subject    text NOT NULL,
-                      seen_at    timestamptz NOT NULL DEFAULT now()
+                      seen_at    timestamptz NOT NULL DEFAULT now(),
+                      PRIMARY KEY (source, event_id)
                   )"
             .into(),
         }]
