@@ -125,9 +125,11 @@ async fn the_sdk_and_a_plain_client_publish_events_that_are_handled() {
     world.finish().await;
 }
 
-/// Only what is truly unusable is a dead letter, and its reason names the attribute.
+/// Data that is not JSON is handled too, as a JSON string with its media type in the
+/// headers. Only what is truly unusable is a dead letter, and its reason names the
+/// attribute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unusable_event_is_dead_lettered_naming_the_attribute() {
+async fn text_data_is_handled_and_only_unusable_events_are_dead_letters() {
     let world = ServeWorld::start(&["audit_log"]).await;
     let events = json!([
         {"mode": "binary-rabbitmq", "attributes": {"id": "x-1", "source": "s", "type": "note.made",
@@ -135,8 +137,21 @@ async fn an_unusable_event_is_dead_lettered_naming_the_attribute() {
         {"mode": "plain", "attributes": {"specversion": "1.0", "id": "", "source": "s",
          "type": "note.made"}},
         {"mode": "plain", "attributes": {"specversion": "1.0", "id": "x-3", "type": "note.made"}},
+        {"mode": "plain", "attributes": {"specversion": "1.0", "id": "x-4", "source": "s",
+         "type": "note.made", "data_base64": "%%%"}},
     ]);
     publish(&world, &events);
+    world
+        .wait_count(
+            &format!(
+                "{} AND payload = '\"plain words\"'::jsonb
+                 AND headers->>'datacontenttype' = 'text/plain'",
+                audit_rows("s", "x-1")
+            ),
+            1,
+            WAIT,
+        )
+        .await;
     world
         .wait_metric(
             "eventhost_plugin_dead_lettered_total",
@@ -150,9 +165,9 @@ async fn an_unusable_event_is_dead_lettered_naming_the_attribute() {
     let letters: Vec<Value> = serde_json::from_str(&out).expect("dlq list --json");
     let reasons: Vec<&str> = letters.iter().filter_map(|l| l["error"].as_str()).collect();
     for expected in [
-        "attribute `datacontenttype` must be a JSON media type",
         "attribute `id` must not be empty",
         "missing attribute `source`",
+        "attribute `data_base64` is not base64",
     ] {
         assert!(
             reasons.iter().any(|r| r.contains(expected)),

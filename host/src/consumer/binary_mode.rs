@@ -31,15 +31,19 @@ pub fn event(properties: &BasicProperties, body: &[u8]) -> Result<Event, EventEr
         .as_deref()
         .is_none_or(crate::event::is_json_media_type);
     if let Some(content_type) = content_type {
-        // Not JSON: `Event::from_json` refuses it by this attribute.
         map.insert("datacontenttype".into(), content_type.into());
     }
-    if json && !body.is_empty() {
+    if body.is_empty() {
+        // No data.
+    } else if json {
         let data = serde_json::from_slice(body).map_err(|e| EventError::Invalid {
             name: "data".into(),
             problem: format!("(the body of a binary-mode CloudEvent) is not JSON: {e}"),
         })?;
         map.insert("data".into(), data);
+    } else {
+        let (member, data) = crate::event::data::from_body(body);
+        map.insert(member.into(), data);
     }
     Event::from_json(Value::Object(map))
 }
@@ -146,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn structured_messages_and_bad_data_are_told_apart() {
+    fn structured_messages_text_bytes_and_bad_json_are_told_apart() {
         let structured = properties(
             &[("ce-specversion", "1.0")],
             Some("application/cloudevents+json"),
@@ -156,11 +160,25 @@ mod tests {
             Err(EventError::NotJson(_))
         ));
         let binary = properties(
-            &[("ce-specversion", "1.0"), ("ce-id", "x")],
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "x"),
+                ("ce-source", "s"),
+                ("ce-type", "note.made"),
+            ],
             Some("text/plain"),
         );
-        let refused = event(&binary, b"plain words").unwrap_err().to_string();
-        assert!(refused.contains("`datacontenttype`"), "{refused}");
+        let text = event(&binary, b"plain words").unwrap();
+        assert_eq!(text.data, serde_json::json!("plain words"));
+        assert_eq!(text.header("datacontenttype"), Some("text/plain"));
+        let bytes = event(&binary, &[0xff, 0x00, 0x80]).unwrap();
+        assert_eq!(bytes.data, serde_json::json!("/wCA"));
+        assert_eq!(bytes.header("database64"), Some("true"));
+        assert_eq!(
+            Event::from_json(bytes.to_json()).unwrap(),
+            bytes,
+            "republished as data_base64"
+        );
         let binary = properties(
             &[("ce-specversion", "1.0"), ("ce-id", "x")],
             Some("application/json"),

@@ -1,6 +1,8 @@
 //! The event as eventhost carries it: CloudEvents 1.0 in structured JSON mode, plus the
 //! outbox's aggregate type and schema version as extension attributes.
 
+pub mod data;
+
 use chrono::{DateTime, FixedOffset};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -66,6 +68,9 @@ const KNOWN: &[&str] = &[
     "subject",
     "datacontenttype",
     "data",
+    "data_base64",
+    // eventhost's own mark of base64 data (see `data`), never a publisher's extension.
+    "database64",
     "aggregatetype",
     "schemaversion",
 ];
@@ -104,14 +109,7 @@ impl Event {
                 ))
             }
         }
-        if let Some(ct) = map.get("datacontenttype") {
-            if !ct.as_str().is_some_and(is_json_media_type) {
-                return Err(invalid(
-                    "datacontenttype",
-                    format!("must be a JSON media type (application/json, text/json or application/*+json), got {ct}"),
-                ));
-            }
-        }
+        let (data, data_headers) = data::take(&mut map)?;
         let id = key(&map, "id")?;
         let time = match optional_str(&map, "time")? {
             Some(time) => DateTime::parse_from_rfc3339(time)
@@ -143,8 +141,12 @@ impl Event {
             subject,
             aggregate_type,
             schema_version,
-            data: map.remove("data").unwrap_or(Value::Null),
-            headers: headers(&map)?,
+            data,
+            headers: {
+                let mut headers = headers(&map)?;
+                headers.extend(data_headers);
+                headers
+            },
         };
         Ok(event)
     }
@@ -171,13 +173,9 @@ impl Event {
         map.insert("type".into(), self.event_type.into());
         map.insert("time".into(), self.time.to_rfc3339().into());
         map.insert("subject".into(), self.subject.into());
-        map.insert("datacontenttype".into(), "application/json".into());
         map.insert("aggregatetype".into(), self.aggregate_type.into());
         map.insert("schemaversion".into(), self.schema_version.into());
-        for (name, value) in self.headers {
-            map.insert(name, value.into());
-        }
-        map.insert("data".into(), self.data);
+        data::put(&mut map, self.data, self.headers);
         Value::Object(map)
     }
 }
@@ -386,6 +384,51 @@ mod tests {
         ] {
             assert!(!is_json_media_type(ct), "{ct}");
         }
+    }
+
+    /// Data that is not JSON is carried as a JSON string, its media type (and base64 for
+    /// bytes) in the headers, and goes back out the way it came.
+    #[test]
+    fn text_and_bytes_are_carried_with_their_media_type() {
+        let mut v = sample();
+        v["datacontenttype"] = json!("text/csv");
+        v["data"] = json!("a,b\n1,2");
+        let text = Event::from_json(v).unwrap();
+        assert_eq!(text.data, json!("a,b\n1,2"));
+        assert_eq!(text.header("datacontenttype"), Some("text/csv"));
+        assert_eq!(text.to_json()["datacontenttype"], "text/csv");
+        assert_eq!(Event::from_json(text.to_json()).unwrap(), text);
+
+        let mut v = sample();
+        v.as_object_mut().unwrap().remove("data");
+        v["data_base64"] = json!("/wCA");
+        let bytes = Event::from_json(v).unwrap();
+        assert_eq!(bytes.data, json!("/wCA"));
+        assert_eq!(
+            bytes.header("datacontenttype"),
+            Some("application/octet-stream")
+        );
+        assert_eq!(bytes.header("database64"), Some("true"));
+        let out = bytes.to_json();
+        assert_eq!(out["data_base64"], "/wCA");
+        assert!(
+            out.get("data").is_none() && out.get("database64").is_none(),
+            "{out}"
+        );
+        assert_eq!(Event::from_json(out).unwrap(), bytes);
+
+        let mut v = sample();
+        v["data_base64"] = json!("/wCA");
+        let both = Event::from_json(v).unwrap_err().to_string();
+        assert!(
+            both.contains("`data_base64` must not come with `data`"),
+            "{both}"
+        );
+        let mut v = sample();
+        v.as_object_mut().unwrap().remove("data");
+        v["data_base64"] = json!("not base64!");
+        let bad = Event::from_json(v).unwrap_err().to_string();
+        assert!(bad.contains("`data_base64` is not base64"), "{bad}");
     }
 
     #[test]
