@@ -57,9 +57,7 @@ impl NativeHandler {
     async fn run(&self, event: &Event) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let new = sqlx::query(
-            "INSERT INTO _eventhost_inbox (source, event_id, event_type) \
-             SELECT $1, $2, $3 WHERE NOT EXISTS \
-                 (SELECT 1 FROM _eventhost_inbox WHERE event_id = $2 AND source = '') \
+            "INSERT INTO _eventhost_inbox (source, event_id, event_type) VALUES ($1, $2, $3) \
              ON CONFLICT (event_id, source) DO NOTHING",
         )
         .bind(&event.source)

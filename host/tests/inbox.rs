@@ -173,5 +173,28 @@ async fn an_inbox_of_the_earlier_layout_is_converted_and_still_knows_its_events(
         sources,
         vec![json!({"source": ""}), json!({"source": fresh.source})]
     );
+    // Once the old rows are pruned, a later load stops looking for them.
+    let legacy_index = "SELECT to_regclass('plugin_probe._eventhost_inbox_legacy')::text";
+    let index: Option<String> = sqlx::query_scalar(legacy_index)
+        .fetch_one(&host.pool)
+        .await
+        .unwrap();
+    assert!(index.is_some(), "the converted inbox finds its old rows");
+    sqlx::query("UPDATE plugin_probe._eventhost_inbox SET handled_at = now() - interval '40 days' WHERE source = ''")
+        .execute(&host.pool)
+        .await
+        .unwrap();
+    let retention = std::time::Duration::from_secs(30 * 24 * 3600);
+    let pruned = eventhost::consumer::inbox::prune(&host.pool, "probe", retention, 100)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let reloaded = host.load("probe").await;
+    let index: Option<String> = sqlx::query_scalar(legacy_index)
+        .fetch_one(&host.pool)
+        .await
+        .unwrap();
+    assert_eq!(index, None, "no old rows left, nothing to look for");
+    assert_eq!(reloaded.deliver(&fresh).await.outcome, Outcome::Duplicate);
     host.stop().await;
 }

@@ -78,7 +78,12 @@ impl Plugin {
                     if inbox {
                         let db = &mut store.data_mut().db;
                         let new = db
-                            .record_delivery(&event.source, &event.id.0, &event.event_type)
+                            .record_delivery(
+                                &event.source,
+                                &event.id.0,
+                                &event.event_type,
+                                self.legacy_inbox,
+                            )
                             .await
                             .map_err(|e| wasmtime::Error::msg(format!("inbox: {}", e.message)))?;
                         if !new {

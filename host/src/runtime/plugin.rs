@@ -108,6 +108,9 @@ pub struct Plugin {
     /// Whether its schema holds functions or procedures (or it has sent `CREATE` / `DO`):
     /// only then can its sessions make prepared statements that the reset cannot clear.
     pub(super) has_code: Arc<AtomicBool>,
+    /// Whether its inbox still holds rows of the earlier layout, which deliveries must
+    /// also look for (`migrate::legacy_rows`).
+    pub(super) legacy_inbox: bool,
     pub(super) pre: InstancePre<HostState>,
     pub(super) handler: handler::GuestIndices,
     pub(super) migrations: migrations::GuestIndices,
@@ -230,6 +233,7 @@ impl Runtime {
             read_pool,
             share,
             has_code: Arc::new(AtomicBool::new(false)),
+            legacy_inbox: false,
             pre,
             handler,
             migrations,
@@ -265,6 +269,8 @@ impl Runtime {
         .await?;
         // Whatever the migrations did to the plugin's own role is undone.
         provision::reassert(&shared.admin_pool, &plugin.identity, &shared.limits).await?;
+        plugin.legacy_inbox =
+            migrate::legacy_rows(&shared.admin_pool, &plugin.identity.schema).await?;
         let has_code = provision::has_code(&shared.admin_pool, &plugin.identity).await?;
         plugin.has_code.store(has_code, Ordering::Relaxed);
         tracing::info!(

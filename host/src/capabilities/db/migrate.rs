@@ -120,9 +120,39 @@ BEGIN
                             ADD COLUMN source text NOT NULL DEFAULT '''',
                             ADD PRIMARY KEY (event_id, source)', key);
         ALTER TABLE _eventhost_inbox ALTER COLUMN source DROP DEFAULT;
+        -- Finds the old rows while any are left (see `legacy_rows`).
+        CREATE INDEX _eventhost_inbox_legacy ON _eventhost_inbox (event_id) WHERE source = '';
     END IF;
 END $$;
 CREATE INDEX IF NOT EXISTS _eventhost_inbox_handled_at ON _eventhost_inbox (handled_at);";
+
+/// Whether the plugin's inbox still holds rows of the earlier layout (source `''`), which
+/// every delivery must then also look for. Only a converted inbox can; once the last
+/// has been pruned, the index that finds them goes and later loads skip the look.
+pub async fn legacy_rows(admin: &PgPool, schema: &str) -> Result<bool, MigrationError> {
+    let index = format!("{schema}._eventhost_inbox_legacy");
+    let indexed: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(&index)
+        .fetch_one(admin)
+        .await
+        .map_err(MigrationError::Connect)?;
+    if !indexed {
+        return Ok(false);
+    }
+    let left: bool = sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM {schema}._eventhost_inbox WHERE source = '')"
+    ))
+    .fetch_one(admin)
+    .await
+    .map_err(MigrationError::Connect)?;
+    if !left {
+        sqlx::query(&format!("DROP INDEX IF EXISTS {index}"))
+            .execute(admin)
+            .await
+            .map_err(MigrationError::Connect)?;
+    }
+    Ok(left)
+}
 
 fn checksum(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))

@@ -11,7 +11,7 @@
 use super::provision::{self, PluginIdentity};
 use super::session_sql::{
     BEGIN, BEGIN_AND_CHECK, BEGIN_READ_ONLY, BEGIN_READ_ONLY_AND_CHECK, COMMIT_AND_RESET,
-    ROLLBACK_AND_RESET,
+    RECORD_DELIVERY, RECORD_DELIVERY_OR_LEGACY, ROLLBACK_AND_RESET,
 };
 use super::statement::{defines_code, refused_keyword};
 use super::values::{bind, decode_row, error, row_bytes};
@@ -309,23 +309,24 @@ impl DbSession {
     /// event's effects were already committed (a redelivery or a duplicate): the caller
     /// then skips the handler and commits nothing new.
     /// The inbox keys on `source` and `id` as given (CloudEvents makes only the pair
-    /// unique); a row from before sources were kept (source `''`) matches any source.
+    /// unique); while the inbox holds rows from before sources were kept (`legacy`:
+    /// source `''`), such a row matches any source.
     pub async fn record_delivery(
         &mut self,
         source: &str,
         event_id: &str,
         event_type: &str,
+        legacy: bool,
     ) -> Result<bool, DbError> {
         let conn: &mut PgConnection = &mut self.tx().await?.conn;
-        let query = sqlx::query(
-            "INSERT INTO _eventhost_inbox (source, event_id, event_type) \
-             SELECT $1, $2, $3 WHERE NOT EXISTS \
-                 (SELECT 1 FROM _eventhost_inbox WHERE event_id = $2 AND source = '') \
-             ON CONFLICT (event_id, source) DO NOTHING",
-        )
-        .bind(source.to_string())
-        .bind(event_id.to_string())
-        .bind(event_type.to_string());
+        let sql = match legacy {
+            true => RECORD_DELIVERY_OR_LEGACY,
+            false => RECORD_DELIVERY,
+        };
+        let query = sqlx::query(sql)
+            .bind(source.to_string())
+            .bind(event_id.to_string())
+            .bind(event_type.to_string());
         let done = execute(conn, query).await.map_err(to_db_error)?;
         Ok(done.rows_affected() == 1)
     }

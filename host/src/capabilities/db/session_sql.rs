@@ -36,3 +36,14 @@ macro_rules! reset {
 // it clears what is not transactional (sequence state, cursors held from earlier).
 pub(super) const COMMIT_AND_RESET: &str = concat!(reset!(), "; COMMIT");
 pub(super) const ROLLBACK_AND_RESET: &str = concat!("ROLLBACK; ", reset!());
+
+/// The event's inbox row, unless it is there already.
+pub(super) const RECORD_DELIVERY: &str =
+    "INSERT INTO _eventhost_inbox (source, event_id, event_type) VALUES ($1, $2, $3) \
+     ON CONFLICT (event_id, source) DO NOTHING";
+/// The same, while rows of the earlier layout (source `''`, any source) may match.
+pub(super) const RECORD_DELIVERY_OR_LEGACY: &str =
+    "INSERT INTO _eventhost_inbox (source, event_id, event_type) \
+     SELECT $1, $2, $3 WHERE NOT EXISTS \
+         (SELECT 1 FROM _eventhost_inbox WHERE event_id = $2 AND source = '') \
+     ON CONFLICT (event_id, source) DO NOTHING";
