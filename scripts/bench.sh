@@ -8,6 +8,7 @@
 #   bash scripts/bench.sh hosts    1, 2 and 3 serve processes; failover after SIGKILL (issue 13)
 #   bash scripts/bench.sh languages  audit-log in Rust, Python, JavaScript: loads, invocations, memory (issue 14)
 #   bash scripts/bench.sh inbox    handling with an empty inbox vs millions of rows; pruning rate (issue 16)
+#   bash scripts/bench.sh outbox-growth  claim, backlog and purge with 100k to 10M published rows (issue 16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
@@ -38,4 +39,7 @@ fi
 if [[ "$which" == all || "$which" == inbox ]]; then
   bash scripts/build-plugins.sh
   cargo bench --locked -p eventhost --bench inbox
+fi
+if [[ "$which" == all || "$which" == outbox-growth ]]; then
+  cargo bench --locked -p eventhost --bench outbox_growth
 fi

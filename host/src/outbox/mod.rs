@@ -17,3 +17,5 @@ pub use message::CONTENT_TYPE;
 pub use producer::{enqueue, new_traceparent, NewEvent, ProducerError};
 pub use relay::{Relay, RelayStats};
 pub use store::{backlog, purge, replay, status, ReplaySelector, Status, NOTIFY_CHANNEL};
+/// The relay's claim, for benchmarks of the outbox's queries.
+pub use store::{claim, ClaimedRow};
