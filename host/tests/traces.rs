@@ -6,6 +6,7 @@
 mod common;
 
 use common::outbox::amqp_url;
+use common::serve::free_port;
 use common::{plugin_path, server_url};
 use eventhost::app::App;
 use eventhost::config::Config;
@@ -17,13 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
-}
 
 fn find<'a>(spans: &'a [SpanData], name: &str) -> Option<&'a SpanData> {
     spans.iter().find(|s| s.name == name)

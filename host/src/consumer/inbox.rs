@@ -4,6 +4,7 @@
 
 use crate::capabilities::db::schema_name;
 use crate::runtime::PluginName;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -18,21 +19,31 @@ pub async fn prune(
 ) -> Result<u64, sqlx::Error> {
     let name = PluginName::parse(plugin).map_err(sqlx::Error::Protocol)?;
     let inbox = format!("{}._eventhost_inbox", schema_name(&name));
+    // Each batch starts where the last one ended, not at the index entries of the rows
+    // already deleted (they stay until vacuum).
     let sql = format!(
-        "DELETE FROM {inbox} WHERE (event_id, source) IN (
-             SELECT event_id, source FROM {inbox}
-             WHERE handled_at < now() - make_interval(secs => $1)
-             ORDER BY handled_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        "WITH gone AS (
+             DELETE FROM {inbox} WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM {inbox}
+                 WHERE handled_at < now() - make_interval(secs => $1)
+                   AND handled_at >= coalesce($3, '-infinity')
+                 ORDER BY handled_at LIMIT $2 FOR UPDATE SKIP LOCKED))
+             RETURNING handled_at)
+         SELECT count(*), max(handled_at) FROM gone"
     );
     let mut total = 0;
+    let mut from: Option<DateTime<Utc>> = None;
     loop {
-        let done = sqlx::query(&sql)
+        let (deleted, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(&sql)
             .bind(retention.as_secs_f64())
             .bind(i64::from(batch))
-            .execute(pool)
+            .bind(from)
+            .fetch_one(pool)
             .await?;
-        total += done.rows_affected();
-        if done.rows_affected() < u64::from(batch) {
+        let deleted = deleted.max(0) as u64;
+        total += deleted;
+        from = last.or(from);
+        if deleted < u64::from(batch) {
             return Ok(total);
         }
     }
