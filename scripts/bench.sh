@@ -9,6 +9,7 @@
 #   bash scripts/bench.sh languages  audit-log in Rust, Python, JavaScript: loads, invocations, memory (issue 14)
 #   bash scripts/bench.sh inbox    handling with an empty inbox vs millions of rows; pruning rate (issue 16)
 #   bash scripts/bench.sh outbox-growth  claim, backlog and purge with 100k to 10M published rows (issue 16)
+#   bash scripts/bench.sh relays   1, 2 and 4 relay processes on one outbox (issue 16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
@@ -42,4 +43,7 @@ if [[ "$which" == all || "$which" == inbox ]]; then
 fi
 if [[ "$which" == all || "$which" == outbox-growth ]]; then
   cargo bench --locked -p eventhost --bench outbox_growth
+fi
+if [[ "$which" == all || "$which" == relays ]]; then
+  cargo bench --locked -p eventhost --bench relays
 fi
