@@ -92,34 +92,8 @@ where
 /// `OTEL_TRACES_SAMPLER`).
 fn otlp_from_env() -> Result<Option<SdkTracerProvider>, String> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+    if !export_wanted(var)? {
         return Ok(None);
-    }
-    match var("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
-        None | Some("otlp") => {}
-        Some("none") => return Ok(None),
-        Some(other) => {
-            return Err(format!(
-                "OTEL_TRACES_EXPORTER={other:?}: only \"otlp\" and \"none\" are supported"
-            ))
-        }
-    }
-    if var("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
-        && var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
-    {
-        return Ok(None);
-    }
-    // The traces-specific variable wins over the general one.
-    let protocol = [
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ]
-    .into_iter()
-    .find_map(|name| var(name).map(|value| (name, value)));
-    if let Some((name, protocol)) = protocol.filter(|(_, p)| p.trim() != "http/protobuf") {
-        return Err(format!(
-            "{name}={protocol:?}: only \"http/protobuf\" is built in"
-        ));
     }
     use opentelemetry_otlp::WithExportConfig;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -139,6 +113,41 @@ fn otlp_from_env() -> Result<Option<SdkTracerProvider>, String> {
             .with_resource(resource.build())
             .build(),
     ))
+}
+
+/// Whether the standard variables (read through `var`) ask for OTLP export that this
+/// build can do; an error names the variable asking for something else.
+fn export_wanted(var: impl Fn(&str) -> Option<String>) -> Result<bool, String> {
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return Ok(false);
+    }
+    match var("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
+        None | Some("otlp") => {}
+        Some("none") => return Ok(false),
+        Some(other) => {
+            return Err(format!(
+                "OTEL_TRACES_EXPORTER={other:?}: only \"otlp\" and \"none\" are supported"
+            ))
+        }
+    }
+    if var("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+        && var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+    {
+        return Ok(false);
+    }
+    // The traces-specific variable wins over the general one.
+    let protocol = [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]
+    .into_iter()
+    .find_map(|name| var(name).map(|value| (name, value)));
+    if let Some((name, protocol)) = protocol.filter(|(_, p)| p.trim() != "http/protobuf") {
+        return Err(format!(
+            "{name}={protocol:?}: only \"http/protobuf\" is built in"
+        ));
+    }
+    Ok(true)
 }
 
 /// The layer that turns the host's spans into OpenTelemetry spans of `provider`, and its
@@ -208,6 +217,45 @@ pub fn current_traceparent() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wanted(vars: &[(&str, &str)]) -> Result<bool, String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        export_wanted(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn the_standard_variables_decide_the_export() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+        assert_eq!(wanted(&[]), Ok(false), "no endpoint, no export");
+        assert_eq!(wanted(&[endpoint]), Ok(true));
+        let traces = (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://collector:4318/v1/traces",
+        );
+        assert_eq!(wanted(&[traces]), Ok(true));
+        assert_eq!(
+            wanted(&[endpoint, ("OTEL_SDK_DISABLED", "TRUE")]),
+            Ok(false)
+        );
+        assert_eq!(
+            wanted(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]),
+            Ok(false)
+        );
+        let zipkin = wanted(&[endpoint, ("OTEL_TRACES_EXPORTER", "zipkin")]).unwrap_err();
+        assert!(zipkin.contains("OTEL_TRACES_EXPORTER"), "{zipkin}");
+        let grpc = wanted(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap_err();
+        assert!(grpc.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{grpc}");
+        // The traces-specific protocol wins over the general one.
+        let both = [
+            endpoint,
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ];
+        assert_eq!(wanted(&both), Ok(true));
+    }
 
     #[test]
     fn traceparents_round_trip_and_malformed_ones_are_empty() {
