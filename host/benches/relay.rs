@@ -18,10 +18,8 @@ use eventhost::config::{BrokerConfig, RelayConfig};
 use eventhost::fixtures::ScratchDatabase;
 use eventhost::outbox::{self, NewEvent, Relay};
 use lapin::options::{
-    BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions, QueuePurgeOptions,
+    BasicPublishOptions, ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
-use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use sqlx::PgPool;
 use std::collections::{HashMap, VecDeque};
@@ -213,32 +211,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let connection = Connection::connect(&amqp, ConnectionProperties::default()).await?;
     let channel = eventhost::broker::publisher_channel(&connection, &broker.exchange).await?;
-    let queue = format!("{}.sink", broker.exchange);
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    channel
-        .queue_declare(queue.as_str().into(), durable, FieldTable::default())
-        .await?;
-    if std::env::var("EVENTHOST_BENCH_NO_QUEUE").is_ok() {
-        channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await?;
-        channel
-            .queue_declare(queue.as_str().into(), durable, FieldTable::default())
-            .await?;
-    } else {
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                broker.exchange.as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-    }
+    // The exchange (and so the queue) is new for this run.
+    let bound = std::env::var("EVENTHOST_BENCH_NO_QUEUE").is_err();
+    let queue = common::sink_queue(&channel, &broker.exchange, bound).await?;
 
     // The raw publisher sends what the relay sends: the same CloudEvents bodies.
     let bodies: Vec<Vec<u8>> = (0..BACKLOG)

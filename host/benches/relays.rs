@@ -10,8 +10,7 @@
 mod common;
 
 use eventhost::fixtures::ScratchDatabase;
-use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions};
-use lapin::types::FieldTable;
+use lapin::options::QueuePurgeOptions;
 use lapin::{Connection, ConnectionProperties};
 use sqlx::PgPool;
 use std::process::{Child, Command, Stdio};
@@ -101,23 +100,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let amqp = Connection::connect(&common::amqp_url(), ConnectionProperties::default()).await?;
     let channel = eventhost::broker::publisher_channel(&amqp, &exchange).await?;
-    let queue = format!("{exchange}.sink");
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    channel
-        .queue_declare(queue.as_str().into(), durable, FieldTable::default())
-        .await?;
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let queue = common::sink_queue(&channel, &exchange, true).await?;
 
     println!("relays: {events} events per round, {ROUNDS} rounds, alternating (2 cores, shared)");
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); COUNTS.len()];

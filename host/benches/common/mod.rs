@@ -37,3 +37,35 @@ pub fn read_wasm(stem: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(&path)
         .map_err(|e| anyhow::anyhow!("{}: {e} (run scripts/build-plugins.sh)", path.display()))
 }
+
+/// The durable queue `<exchange>.sink`, bound to every routing key unless `bound` is false
+/// (then the broker drops what is published): so the broker writes every message, as in
+/// production. Returns its name.
+pub async fn sink_queue(
+    channel: &lapin::Channel,
+    exchange: &str,
+    bound: bool,
+) -> anyhow::Result<String> {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let queue = format!("{exchange}.sink");
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+        .await?;
+    if bound {
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(queue)
+}

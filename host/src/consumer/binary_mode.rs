@@ -33,16 +33,17 @@ pub fn event(properties: &BasicProperties, body: &[u8]) -> Result<Event, EventEr
     if let Some(content_type) = content_type {
         map.insert("datacontenttype".into(), content_type.into());
     }
-    if body.is_empty() {
-        // No data.
-    } else if json {
-        let data = serde_json::from_slice(body).map_err(|e| EventError::Invalid {
-            name: "data".into(),
-            problem: format!("(the body of a binary-mode CloudEvent) is not JSON: {e}"),
-        })?;
-        map.insert("data".into(), data);
-    } else {
-        let (member, data) = crate::event::data::from_body(body);
+    if !body.is_empty() {
+        let (member, data) = match json {
+            true => (
+                "data",
+                serde_json::from_slice(body).map_err(|e| EventError::Invalid {
+                    name: "data".into(),
+                    problem: format!("(the body of a binary-mode CloudEvent) is not JSON: {e}"),
+                })?,
+            ),
+            false => crate::event::data::from_body(body),
+        };
         map.insert(member.into(), data);
     }
     Event::from_json(Value::Object(map))

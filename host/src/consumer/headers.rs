@@ -55,16 +55,32 @@ pub fn routing_key(delivery: &Delivery) -> String {
 
 /// The delivery's properties plus the failure headers, persistent.
 pub fn failed(delivery: &Delivery, plugin: &str, attempts: u32, error: &str) -> BasicProperties {
+    forwarded(
+        delivery,
+        [
+            (ATTEMPTS, AMQPValue::LongUInt(attempts)),
+            (ERROR, long(truncate(error))),
+            (PLUGIN, long(plugin)),
+            (FAILED_AT, long(&chrono::Utc::now().to_rfc3339())),
+        ],
+    )
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// The delivery's properties, persistent, with its headers plus `added` and its original
+/// routing key: what the host sends on for it.
+fn forwarded<'a>(
+    delivery: &Delivery,
+    added: impl IntoIterator<Item = (&'a str, AMQPValue)>,
+) -> BasicProperties {
     let mut table = delivery.properties.headers().clone().unwrap_or_default();
-    let mut put = |name: &str, value: AMQPValue| {
+    for (name, value) in added {
         table.insert(ShortString::from(name), value);
-    };
-    let long = |s: &str| AMQPValue::LongString(LongString::from(s));
-    put(ATTEMPTS, AMQPValue::LongUInt(attempts));
-    put(ERROR, long(truncate(error)));
-    put(PLUGIN, long(plugin));
-    put(FAILED_AT, long(&chrono::Utc::now().to_rfc3339()));
-    put(ROUTING_KEY, long(&routing_key(delivery)));
+    }
+    table.insert(ShortString::from(ROUTING_KEY), long(&routing_key(delivery)));
     delivery
         .properties
         .clone()
@@ -75,8 +91,7 @@ pub fn failed(delivery: &Delivery, plugin: &str, attempts: u32, error: &str) -> 
 /// A parked message's properties: the failure headers plus the head it waits behind.
 pub fn parked(properties: BasicProperties, head: &str) -> BasicProperties {
     let mut table = properties.headers().clone().unwrap_or_default();
-    let head = AMQPValue::LongString(LongString::from(head));
-    table.insert(ShortString::from(HELD_BEHIND), head);
+    table.insert(ShortString::from(HELD_BEHIND), long(head));
     properties.with_headers(table)
 }
 
@@ -84,15 +99,7 @@ pub fn parked(properties: BasicProperties, head: &str) -> BasicProperties {
 /// entry with its partitioning key (`aggregate`) and its routing key set, as the relay
 /// would have sent it.
 pub fn partitioned(delivery: &Delivery, aggregate: &str) -> BasicProperties {
-    let mut table = delivery.properties.headers().clone().unwrap_or_default();
-    let long = |s: &str| AMQPValue::LongString(LongString::from(s));
-    table.insert(ShortString::from(AGGREGATE_HEADER), long(aggregate));
-    table.insert(ShortString::from(ROUTING_KEY), long(&routing_key(delivery)));
-    delivery
-        .properties
-        .clone()
-        .with_headers(table)
-        .with_delivery_mode(PERSISTENT)
+    forwarded(delivery, [(AGGREGATE_HEADER, long(aggregate))])
 }
 
 /// Whether the message carries its partitioning key (every message the relay sent).

@@ -137,12 +137,14 @@ async fn publish_all(
     let mut bodies = Vec::with_capacity(ready.len());
     let mut heads = Vec::with_capacity(ready.len());
     for (event_id, aggregate, outgoing) in ready {
-        let span = PublishSpan::start(
-            exchange,
-            outgoing.routing_key.as_str(),
-            &outgoing.event_id,
-            outgoing.traceparent.as_deref(),
-        );
+        let span = outgoing.traced.as_ref().and_then(|(id, traceparent)| {
+            PublishSpan::start(
+                exchange,
+                outgoing.routing_key.as_str(),
+                id,
+                traceparent.as_deref(),
+            )
+        });
         keys.push((event_id, aggregate, span));
         bodies.push(outgoing.body);
         heads.push((outgoing.routing_key, outgoing.properties));

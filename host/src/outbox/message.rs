@@ -15,9 +15,8 @@ pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 const PERSISTENT: u8 = 2;
 
 pub struct Outgoing {
-    /// The event's id and `traceparent`, for its publish span.
-    pub event_id: String,
-    pub traceparent: Option<String>,
+    /// The event's id and `traceparent` for its publish span, when traces are exported.
+    pub traced: Option<(String, Option<String>)>,
     pub routing_key: ShortString,
     pub body: Vec<u8>,
     pub properties: BasicProperties,
@@ -55,9 +54,10 @@ pub fn build(row: ClaimedRow, max_bytes: usize) -> Result<Outgoing, String> {
         headers,
     };
     let (message_id, routing_key) = (event.id.to_string(), event.event_type.clone());
-    let traceparent = crate::telemetry::enabled()
-        .then(|| event.header("traceparent").map(str::to_string))
-        .flatten();
+    let traced = crate::telemetry::enabled().then(|| {
+        let traceparent = event.header("traceparent").map(str::to_string);
+        (message_id.clone(), traceparent)
+    });
     let body = serde_json::to_vec(&event.into_json()).map_err(|e| format!("cannot encode: {e}"))?;
     if body.len() > max_bytes {
         return Err(format!(
@@ -68,14 +68,13 @@ pub fn build(row: ClaimedRow, max_bytes: usize) -> Result<Outgoing, String> {
     let properties = BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
         .with_content_type(CONTENT_TYPE.into())
-        .with_message_id(message_id.as_str().into())
+        .with_message_id(message_id.into())
         .with_type(routing_key.as_str().into())
         .with_timestamp(timestamp)
         .with_app_id("eventhost".into())
         .with_headers(table);
     Ok(Outgoing {
-        event_id: message_id,
-        traceparent,
+        traced,
         routing_key: routing_key.into(),
         body,
         properties,
