@@ -111,6 +111,21 @@ async fn on_read_repair_creates_missing_stats_once() {
         (status, body["repaired"].clone()),
         (200, Value::Bool(false))
     );
+    // The dashboard lists the repair once: the second read wrote nothing.
+    let activity = reqwest::Client::new()
+        .get(format!("{}/ui/part/activity", world.api))
+        .bearer_auth(common::serve::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        activity.matches(&format!("stats/{lost}")).count(),
+        1,
+        "{activity}"
+    );
 
     let (status, _) = world
         .get(&format!("/plugins/user-stats/stats/{}", Uuid::new_v4()))

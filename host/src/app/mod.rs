@@ -5,7 +5,7 @@
 
 use crate::supervisor::Supervisor;
 
-use crate::config::Config;
+use crate::config::{Config, UiAccess};
 use crate::consumer::{self, Consumer, Consuming, Registry, Watcher};
 use crate::database::{self, DatabaseError};
 use crate::http::{self, ListenError, Listener};
@@ -165,6 +165,30 @@ impl App {
             tracing::info!(exchange = %config.broker.exchange, broker = %crate::config::redact::url(&config.broker.url), "relay started");
         }
         if let Some(listener) = api {
+            let dashboard = (config.http.ui != UiAccess::Off).then(|| {
+                let history = Arc::new(http::ui::History::default());
+                let sources = Arc::new(http::ui::Sources {
+                    pool: pool.clone(),
+                    registry: plugins.registry.clone(),
+                    metrics: metrics.clone(),
+                    relay: relay.clone(),
+                    broker: config.broker.clone(),
+                    consumer: config.consumer.clone(),
+                });
+                let (sampler, token) = (history.clone(), shutdown.clone());
+                supervisor.spawn("dashboard_history", move || {
+                    let (sampler, sources, token) =
+                        (sampler.clone(), sources.clone(), token.clone());
+                    async move { sampler.run(&sources, &token).await }
+                });
+                Arc::new(http::ui::Dashboard::new(
+                    config.http.admin_token.clone(),
+                    config.http.ui,
+                    history,
+                    config.broker.clone(),
+                    config.consumer.clone(),
+                ))
+            });
             let state = http::ApiState {
                 registry: plugins.registry.clone(),
                 metrics: metrics.clone(),
@@ -178,6 +202,7 @@ impl App {
                 relay,
                 admin_token: config.http.admin_token.clone(),
                 tasks: supervisor.health(),
+                dashboard,
             };
             let app = http::router(state, &config.http);
             spawn_http(&mut supervisor, "http", listener, app, &config, &shutdown);

@@ -191,6 +191,20 @@ pub struct HttpConfig {
     /// On shutdown, how long requests in flight may take to finish.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Who may open the dashboard at `/ui`.
+    pub ui: UiAccess,
+}
+
+/// Who may open the dashboard. Its actions (reload, replays) always need the admin token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UiAccess {
+    /// Signing in with the admin token opens every page.
+    Token,
+    /// The read-only pages are open to anyone who reaches the listener.
+    OpenRead,
+    /// No dashboard.
+    Off,
 }
 
 impl Default for HttpConfig {
@@ -204,6 +218,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             max_connections: 1024,
             drain_timeout: Duration::from_secs(10),
+            ui: UiAccess::Token,
         }
     }
 }

@@ -6,7 +6,7 @@ mod outbox;
 pub mod redact;
 mod runtime;
 
-pub use consumer::{ConsumerConfig, DeadLetterMode, HttpConfig, RetryMode, Secret};
+pub use consumer::{ConsumerConfig, DeadLetterMode, HttpConfig, RetryMode, Secret, UiAccess};
 pub use outbox::{AuthServiceConfig, BrokerConfig, RelayConfig};
 pub use runtime::{AuthBackend, Limits};
 

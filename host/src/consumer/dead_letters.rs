@@ -95,12 +95,14 @@ fn describe(delivery: &lapin::message::Delivery) -> DeadLetter {
     }
 }
 
-/// Walks the queue once (as deep as it was at the start), calling `visit` on each
-/// message; `visit` returns whether it took the message (then it is acked).
+/// Walks the queue once (as deep as it was at the start, `limit` messages at most),
+/// calling `visit` on each message; `visit` returns whether it took the message (then it
+/// is acked).
 async fn walk<F>(
     connection: &Connection,
     plugin: &str,
     queues: &PluginQueues,
+    limit: u32,
     mut visit: F,
 ) -> Result<(), DeadLetterError>
 where
@@ -109,7 +111,7 @@ where
     let channel = broker::confirm_channel(connection).await?;
     let depth = depth(&channel, &queues.dead, plugin).await?;
     let result = async {
-        for _ in 0..depth {
+        for _ in 0..depth.min(limit) {
             let got = channel
                 .basic_get(queues.dead.as_str().into(), BasicGetOptions::default())
                 .await
@@ -145,10 +147,71 @@ pub async fn list(
     queues: &PluginQueues,
 ) -> Result<Vec<DeadLetter>, DeadLetterError> {
     let mut letters = Vec::new();
-    walk(connection, plugin, queues, async |_, _, letter| {
-        letters.push(letter);
-        Ok(false)
-    })
+    walk(
+        connection,
+        plugin,
+        queues,
+        u32::MAX,
+        async |_, _, letter| {
+            letters.push(letter);
+            Ok(false)
+        },
+    )
+    .await?;
+    Ok(letters)
+}
+
+/// A dead letter with its AMQP headers and body, for the dashboard.
+#[derive(Debug, Clone)]
+pub struct Inspected {
+    pub letter: DeadLetter,
+    pub headers: Vec<(String, String)>,
+    /// The body as text (bytes that are not UTF-8 replaced), cut at [`BODY_SHOWN`].
+    pub body: String,
+}
+
+/// Bytes of a body [`inspect`] keeps.
+pub const BODY_SHOWN: usize = 64 << 10;
+
+/// The first `limit` dead letters in full, without removing them.
+pub async fn inspect(
+    connection: &Connection,
+    plugin: &str,
+    queues: &PluginQueues,
+    limit: u32,
+) -> Result<Vec<Inspected>, DeadLetterError> {
+    let mut letters = Vec::new();
+    walk(
+        connection,
+        plugin,
+        queues,
+        limit,
+        async |_, delivery, letter| {
+            let headers = delivery
+                .properties
+                .headers()
+                .as_ref()
+                .map(|table| {
+                    table
+                        .inner()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), headers::display(v)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let shown = &delivery.data[..delivery.data.len().min(BODY_SHOWN)];
+            let mut body = String::from_utf8_lossy(shown).into_owned();
+            if delivery.data.len() > BODY_SHOWN {
+                body.push_str(&format!(" [cut: {} bytes in all]", delivery.data.len()));
+            }
+            letters.push(Inspected {
+                letter,
+                headers,
+                body,
+            });
+            Ok(false)
+        },
+    )
     .await?;
     Ok(letters)
 }
@@ -178,6 +241,7 @@ pub async fn replay(
         connection,
         plugin,
         queues,
+        u32::MAX,
         async |channel, delivery, letter| {
             if !selection.takes(&letter) {
                 return Ok(false);

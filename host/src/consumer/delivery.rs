@@ -304,6 +304,7 @@ async fn run(ctx: &Context, event: &Event, failed_before: u32, received: Instant
                     // aggregate's later events wait behind it; other aggregates go on.
                     let delay = delay_for(delays, attempts);
                     ctx.metrics.record(&ctx.plugin, Disposition::Retried, None);
+                    ctx.metrics.failed(&ctx.plugin, &error);
                     tracing::info!(%error, attempts, retry_in = ?delay, "delivery failed; retrying in place");
                     tokio::select! {
                         _ = gate.outside(tokio::time::sleep(delay)) => {
@@ -401,6 +402,9 @@ async fn settle(ctx: &Context, delivery: Delivery, verdict: Verdict) {
             return;
         }
         ctx.metrics.record(&ctx.plugin, disposition, None);
+        if disposition != Disposition::Parked {
+            ctx.metrics.failed(&ctx.plugin, &error);
+        }
     }
     if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
         // The channel is gone: the broker redelivers, and the inbox drops the repeat.

@@ -48,6 +48,18 @@ pub fn string_value(value: &AMQPValue) -> Option<String> {
     }
 }
 
+/// Any header's value as text, for people: strings as they are, numbers and the rest
+/// as AMQP types print.
+pub fn display(value: &AMQPValue) -> String {
+    match value {
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::Timestamp(t) => t.to_string(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        other => string_value(other).unwrap_or_else(|| format!("{other:?}")),
+    }
+}
+
 /// The event's routing key, wherever the message has travelled.
 pub fn routing_key(delivery: &Delivery) -> String {
     text(&delivery.properties, ROUTING_KEY).unwrap_or_else(|| delivery.routing_key.to_string())

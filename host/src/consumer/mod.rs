@@ -11,6 +11,7 @@ mod delivery;
 pub mod headers;
 pub mod holds;
 pub mod inbox;
+pub mod journal;
 mod lanes;
 mod partitions;
 mod queue;

@@ -3,6 +3,7 @@
 //! they started with. Consumers follow the set of plugins and their subscriptions
 //! through a watch channel.
 
+use super::journal::Journal;
 use super::{Subscriber, Target};
 use crate::event::Event;
 use crate::runtime::{Invocation, Plugin, PluginName};
@@ -92,6 +93,7 @@ fn status_of(plugin: &Plugin, file: &Path) -> SlotStatus {
 pub struct Registry {
     slots: RwLock<BTreeMap<PluginName, Arc<Slot>>>,
     subscribers: watch::Sender<Arc<Vec<Subscriber>>>,
+    journal: Journal,
 }
 
 impl Default for Registry {
@@ -99,6 +101,7 @@ impl Default for Registry {
         Self {
             slots: RwLock::default(),
             subscribers: watch::Sender::new(Arc::new(Vec::new())),
+            journal: Journal::default(),
         }
     }
 }
@@ -111,6 +114,11 @@ impl Registry {
 
     pub fn statuses(&self) -> Vec<SlotStatus> {
         self.read().values().map(|slot| slot.status()).collect()
+    }
+
+    /// Recent refusals and on-read repairs.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// The loaded plugins' names, in order.
@@ -159,6 +167,7 @@ impl Registry {
     /// Records that the newest file for `name` was refused; its previous version, if any,
     /// keeps serving.
     pub fn refused(&self, name: &PluginName, error: &str) {
+        self.journal.refused(name.as_str(), error);
         if let Some(slot) = self.read().get(name) {
             let mut status = slot.status.write().unwrap_or_else(|e| e.into_inner());
             status.state = "serving-previous";

@@ -90,6 +90,7 @@ mod tests {
             status,
             headers,
             body,
+            rows_written: 0,
         }
     }
 

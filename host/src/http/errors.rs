@@ -2,7 +2,7 @@
 //! The host's own handlers answer so already; this catches what the framework answers by
 //! itself (no such route, a method the route does not take, an extractor's rejection),
 //! which would otherwise be an empty or plain-text body. A plugin's own answer is the
-//! plugin's and passes untouched.
+//! plugin's and passes untouched, and so do the dashboard's HTML pages.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -27,12 +27,14 @@ pub async fn uniform(request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let response = next.run(request).await;
     let status = response.status();
-    let json = response
+    // JSON is the shape already; HTML is the dashboard's own page (a sign-in refused,
+    // say), meant for a person, never something the framework writes.
+    let shaped = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if status.as_u16() < 400 || json || response.extensions().get::<PluginAnswer>().is_some() {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if status.as_u16() < 400 || shaped || response.extensions().get::<PluginAnswer>().is_some() {
         return response;
     }
     let allow = response.headers().get(header::ALLOW).cloned();

@@ -7,6 +7,7 @@ mod errors;
 mod limits;
 mod reads;
 pub mod server;
+pub mod ui;
 
 pub use limits::RequestLimits;
 pub use server::{ListenError, Listener};
@@ -43,9 +44,15 @@ pub struct ApiState {
     pub admin_token: Option<crate::config::Secret>,
     /// The supervised parts of the host; one that is down makes `/readyz` red.
     pub tasks: Arc<TaskHealth>,
+    /// The dashboard at `/ui`; `None` when `http.ui = "off"`.
+    pub dashboard: Option<Arc<ui::Dashboard>>,
 }
 
 pub fn router(state: ApiState, config: &HttpConfig) -> Router {
+    let ui = match state.dashboard.is_some() {
+        true => ui::routes(),
+        false => Router::new(),
+    };
     let api = Router::new()
         .route("/plugins/{plugin}/{*path}", get(reads::read))
         .route("/healthz", get(healthz))
@@ -53,6 +60,7 @@ pub fn router(state: ApiState, config: &HttpConfig) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/plugins", get(admin::list))
         .route("/admin/plugins/reload", post(admin::reload))
+        .merge(ui)
         .with_state(Arc::new(state));
     with_limits(api, config)
 }

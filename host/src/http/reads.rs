@@ -40,9 +40,21 @@ pub async fn read(
         path,
         query,
     };
+    let request_path = request.path.clone();
     let (result, _logs) = plugin.read(request).await;
     match result {
-        Ok(answer) => super::answer::to_response(plugin.name().as_str(), answer),
+        Ok(answer) => {
+            if answer.rows_written > 0 {
+                let journal = state.registry.journal();
+                journal.repaired(
+                    plugin.name().as_str(),
+                    &request_path,
+                    answer.status,
+                    answer.rows_written,
+                );
+            }
+            super::answer::to_response(plugin.name().as_str(), answer)
+        }
         // Traps, deadlines and an unreachable database: nothing was committed; try again.
         Err(outcome @ (Outcome::Aborted(_) | Outcome::Retryable(_))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, outcome.to_string())

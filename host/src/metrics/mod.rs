@@ -2,8 +2,10 @@
 //! counters, and the outbox backlog (read from PostgreSQL at each scrape).
 
 mod exposition;
+mod recent;
 
 pub use exposition::Format;
+pub use recent::RecentFigures;
 
 use crate::outbox::RelayStats;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -53,6 +55,7 @@ struct Inner {
     relay_failed: Counter,
     task_restarts: PerTask<Counter>,
     task_up: PerTask<Gauge>,
+    recent: recent::Recent,
 }
 
 fn label(plugin: &str) -> PluginLabel {
@@ -171,9 +174,21 @@ impl Default for Metrics {
                 relay_failed,
                 task_restarts,
                 task_up,
+                recent: recent::Recent::default(),
             }),
         }
     }
+}
+
+/// A plugin's counts in this process since it started, and its recent figures.
+#[derive(Debug, Clone, Default)]
+pub struct PluginSummary {
+    pub handled: u64,
+    pub duplicates: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub parked: u64,
+    pub recent: RecentFigures,
 }
 
 /// Which counter a delivery's end moves.
@@ -205,6 +220,26 @@ impl Metrics {
                 .durations
                 .get_or_create(&label)
                 .observe(elapsed.as_secs_f64());
+            self.inner.recent.handled(plugin, elapsed);
+        }
+    }
+
+    /// The reason of a failed delivery, kept as the plugin's latest error.
+    pub fn failed(&self, plugin: &str, error: &str) {
+        self.inner.recent.failed(plugin, error);
+    }
+
+    /// The plugin's counters and recent figures, for the dashboard.
+    pub fn plugin_summary(&self, plugin: &str) -> PluginSummary {
+        let label = label(plugin);
+        let count = |d: Disposition| self.family(d).get_or_create(&label).get();
+        PluginSummary {
+            handled: count(Disposition::Handled),
+            duplicates: count(Disposition::Duplicate),
+            retried: count(Disposition::Retried),
+            dead_lettered: count(Disposition::DeadLettered),
+            parked: count(Disposition::Parked),
+            recent: self.inner.recent.figures(plugin),
         }
     }
 

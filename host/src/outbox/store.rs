@@ -243,6 +243,29 @@ pub async fn backlog(pool: &PgPool) -> Result<(i64, i64, Option<f64>), sqlx::Err
     .await
 }
 
+/// A row that exhausted its publication attempts, as the dashboard lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct DeadRow {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The oldest `limit` dead rows (the partial index of dead rows serves it).
+pub async fn dead_rows(pool: &PgPool, limit: u32) -> Result<Vec<DeadRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT event_id, event_type, aggregate_type, aggregate_id, attempts, last_error, created_at \
+         FROM outbox_events WHERE status = 'dead' ORDER BY seq LIMIT $1",
+    )
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await
+}
+
 /// Which dead rows `replay` revives.
 #[derive(Debug, Clone)]
 pub enum ReplaySelector {

@@ -42,6 +42,8 @@ pub struct ReadResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Rows the read's `execute` statements changed (and committed): an on-read repair.
+    pub rows_written: u64,
 }
 
 impl Plugin {
@@ -171,6 +173,7 @@ impl Plugin {
                 status: r.status,
                 headers: r.headers,
                 body: r.body,
+                rows_written: store.data().db.rows_written(),
             }),
             Ok(Err(refused)) => Err(Outcome::Permanent(refused)),
             Err(outcome) => Err(outcome),

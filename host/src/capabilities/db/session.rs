@@ -54,6 +54,8 @@ pub struct DbSession {
     violation: Option<String>,
     /// A statement failed on the server, so PostgreSQL has aborted the transaction.
     failed: bool,
+    /// Rows the plugin's `execute` calls reported changed (a read that wrote repaired).
+    rows_written: u64,
     /// The host cut a result off mid-stream: the connection has unread rows and the
     /// transaction is lost; it is abandoned rather than reused.
     lost: Option<String>,
@@ -87,6 +89,7 @@ impl DbSession {
             violation: None,
             unavailable: None,
             failed: false,
+            rows_written: 0,
             lost: None,
             read_only: false,
         }
@@ -95,6 +98,11 @@ impl DbSession {
     /// Opens the transaction read-only: any write fails with SQLSTATE 25006.
     pub fn set_read_only(&mut self) {
         self.read_only = true;
+    }
+
+    /// Rows the plugin's `execute` statements changed in this invocation.
+    pub fn rows_written(&self) -> u64 {
+        self.rows_written
     }
 
     /// Why the invocation must fail permanently, if the plugin broke a sandbox rule.
@@ -300,7 +308,10 @@ impl DbSession {
         let conn: &mut PgConnection = &mut self.tx().await?.conn;
         let query = bind(sqlx::query(&keyed), params)?;
         match execute(conn, query).await {
-            Ok(done) => Ok(done.rows_affected()),
+            Ok(done) => {
+                self.rows_written += done.rows_affected();
+                Ok(done.rows_affected())
+            }
             Err(e) => Err(self.note(e)),
         }
     }
