@@ -9,7 +9,7 @@ use crate::event::Event;
 use crate::runtime::{Invocation, Plugin, PluginName};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -94,6 +94,8 @@ pub struct Registry {
     slots: RwLock<BTreeMap<PluginName, Arc<Slot>>>,
     subscribers: watch::Sender<Arc<Vec<Subscriber>>>,
     journal: Journal,
+    /// Plugins with a file loading now (a first version or a replacement).
+    loading: RwLock<BTreeSet<String>>,
 }
 
 impl Default for Registry {
@@ -102,6 +104,7 @@ impl Default for Registry {
             slots: RwLock::default(),
             subscribers: watch::Sender::new(Arc::new(Vec::new())),
             journal: Journal::default(),
+            loading: RwLock::default(),
         }
     }
 }
@@ -114,6 +117,21 @@ impl Registry {
 
     pub fn statuses(&self) -> Vec<SlotStatus> {
         self.read().values().map(|slot| slot.status()).collect()
+    }
+
+    /// Marks `name` as having a file loading now, or no longer.
+    pub fn set_loading(&self, name: &PluginName, on: bool) {
+        let mut loading = self.loading.write().unwrap_or_else(|e| e.into_inner());
+        match on {
+            true => loading.insert(name.to_string()),
+            false => loading.remove(name.as_str()),
+        };
+    }
+
+    /// The plugins with a file loading now.
+    pub fn loading(&self) -> Vec<String> {
+        let loading = self.loading.read().unwrap_or_else(|e| e.into_inner());
+        loading.iter().cloned().collect()
     }
 
     /// Recent refusals and on-read repairs.

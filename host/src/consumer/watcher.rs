@@ -142,11 +142,14 @@ impl Watcher {
                 Ok(name) => name,
                 Err(reason) => {
                     tracing::error!(file = %path.display(), %reason, "plugin file refused");
+                    let reason = format!("{}: {reason}", path.display());
+                    self.registry.journal().refused(stem, &reason);
                     self.settled.insert(path.clone(), (None, *stamp));
                     continue;
                 }
             };
             self.loading.insert(path.clone(), *stamp);
+            self.registry.set_loading(&name, true);
             let (runtime, path, stamp) = (self.runtime.clone(), path.clone(), *stamp);
             let (deadline, cancel) = (self.load_timeout, self.cancel.clone());
             let slots = self.slots.clone();
@@ -178,6 +181,7 @@ impl Watcher {
 
     fn finish(&mut self, (path, name, stamp, loaded): Loaded) {
         self.loading.remove(&path);
+        self.registry.set_loading(&name, false);
         let error = match loaded {
             // Removed (or replaced) while it loaded: the next scan decides.
             Ok(_) if !still_there(&path, stamp) => return,

@@ -134,6 +134,7 @@ fn plugin_rows(state: &ApiState) -> Vec<PluginRow> {
     let latest = dashboard(state).history.latest();
     let sampled = |name: &str| latest.as_ref().and_then(|s| s.plugins.get(name)).cloned();
     let mut rows: BTreeMap<String, PluginRow> = BTreeMap::new();
+    let loading = state.registry.loading();
     for status in state.registry.statuses() {
         let sample = sampled(&status.name).unwrap_or_default();
         rows.insert(
@@ -142,23 +143,34 @@ fn plugin_rows(state: &ApiState) -> Vec<PluginRow> {
                 name: status.name.clone(),
                 summary: state.metrics.plugin_summary(&status.name),
                 refusal: status.last_error.clone(),
+                loading: loading.contains(&status.name),
                 status: Some(status),
                 depth: sample.depth,
                 dead: sample.dead,
             },
         );
     }
-    // Newest first: the first refusal seen for a name is its latest.
+    // Names with no version serving: loading for the first time, or refused (newest
+    // first, so the first refusal seen for a name is its latest).
+    let unloaded = |name: &str| PluginRow {
+        name: name.to_string(),
+        status: None,
+        refusal: None,
+        loading: loading.iter().any(|l| l == name),
+        summary: Default::default(),
+        depth: None,
+        dead: None,
+    };
+    for name in &loading {
+        rows.entry(name.clone()).or_insert_with(|| unloaded(name));
+    }
     for refusal in state.registry.journal().refusals() {
-        rows.entry(refusal.plugin.clone())
-            .or_insert_with(|| PluginRow {
-                name: refusal.plugin.clone(),
-                status: None,
-                refusal: Some(refusal.reason.clone()),
-                summary: Default::default(),
-                depth: None,
-                dead: None,
-            });
+        let row = rows
+            .entry(refusal.plugin.clone())
+            .or_insert_with(|| unloaded(&refusal.plugin));
+        if row.status.is_none() && row.refusal.is_none() {
+            row.refusal = Some(refusal.reason.clone());
+        }
     }
     rows.into_values().collect()
 }

@@ -20,6 +20,8 @@ pub struct PluginRow {
     /// `None` for a plugin whose file was refused before any version served.
     pub status: Option<SlotStatus>,
     pub refusal: Option<String>,
+    /// A file of this name is loading now.
+    pub loading: bool,
     pub summary: PluginSummary,
     pub depth: Option<u64>,
     pub dead: Option<u64>,
@@ -141,10 +143,12 @@ pub fn plugins(rows: &[PluginRow], layout: &Layout, access: &Access) -> Markup {
                             } @else { "–" }
                         }
                         td.state {
-                            @match &row.status {
-                                Some(s) => span class=(format!("state {}", s.state)) { (s.state) },
-                                None => span.state.refused { "refused" },
+                            @match (&row.status, row.loading) {
+                                (Some(s), _) => span class=(format!("state {}", s.state)) { (s.state) },
+                                (None, true) => span.state.loading { "loading" },
+                                (None, false) => span.state.refused { "refused" },
                             }
+                            @if row.loading && row.status.is_some() { div.hint { "a new version is loading" } }
                             @if let Some(reason) = &row.refusal { div.reason { (reason) } }
                         }
                         td.subscriptions {
