@@ -2,7 +2,7 @@
 # The benchmarks (release build); each prints the figures recorded in BENCHMARKS.md.
 #   bash scripts/bench.sh          all of them
 #   bash scripts/bench.sh invoke   plugin invocation (issue 3)
-#   bash scripts/bench.sh relay    outbox relay throughput and latency (issue 4)
+#   bash scripts/bench.sh relay    outbox relay throughput and latency, next to raw lapin and a peer relay (issues 4, 16)
 #   bash scripts/bench.sh pipeline end to end through both plugins, WASM vs native (issue 5)
 #   bash scripts/bench.sh memory   host RSS while a plugin asks for 1 GiB of rows (issue 11)
 #   bash scripts/bench.sh hosts    1, 2 and 3 serve processes; failover after SIGKILL (issue 13)
@@ -19,7 +19,10 @@ if [[ "$which" == all || "$which" == invoke ]]; then
   cargo bench --locked -p eventhost --bench invoke
 fi
 if [[ "$which" == all || "$which" == relay ]]; then
-  cargo bench --locked -p eventhost --bench relay
+  # The peer relay (ruststream-sqlx, on sqlx 0.9) is its own package, built only here.
+  cargo build --release --locked -p eventhost-peer-relay
+  EVENTHOST_PEER_RELAY="${CARGO_TARGET_DIR:-target}/release/peer-relay" \
+    cargo bench --locked -p eventhost --bench relay
 fi
 if [[ "$which" == all || "$which" == pipeline ]]; then
   bash scripts/build-plugins.sh

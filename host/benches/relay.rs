@@ -1,16 +1,23 @@
-//! Relay throughput and latency, next to a raw lapin publisher in the same run:
+//! Relay throughput and latency, next to a raw lapin publisher and a peer relay in the
+//! same run:
 //!
-//! * `raw lapin`: one channel in confirm mode publishing the same CloudEvents bodies,
-//!   persistent, with up to 1 000 unconfirmed messages in flight (a sliding window);
-//!   what the broker alone accepts with confirms on this machine;
+//! * `raw lapin`: one channel in confirm mode publishing the relay's own messages (same
+//!   bodies, properties and headers, built by the relay's code), persistent, with up to
+//!   1 000 unconfirmed messages in flight (a sliding window): what the broker alone
+//!   accepts with confirms on this machine. Also the same bodies with only delivery
+//!   mode, content type and message id (`minimal properties`), which the broker takes
+//!   faster;
 //! * `relay`: a backlog of 100 000 outbox rows (10 000 aggregates × 10 events) drained
 //!   by one relay with default settings, counted when rows are marked published;
+//! * `peer`: `bench/peer-relay` (ruststream-sqlx's row-lock task queue, lapin with
+//!   confirms per batch) at its best setting over a table of the same 100 000 bodies,
+//!   publishing them with minimal properties; left out when its binary is not built;
 //! * latency: producers commit one event each at a steady 500 events/s while the relay
 //!   runs; each event's time from its producer's commit to its broker confirm.
 //!
-//! Both throughput variants publish to an exchange with one durable queue bound, so the
-//! broker really persists every message. Rounds alternate raw and relay; figures are
-//! medians. Run: `bash scripts/bench.sh relay`.
+//! Every variant publishes to an exchange with one durable queue bound, so the broker
+//! really persists every message. Rounds alternate the variants; figures are medians.
+//! Run: `bash scripts/bench.sh relay`.
 
 mod common;
 
@@ -194,6 +201,102 @@ async fn latency(pool: &PgPool, broker: &BrokerConfig) -> anyhow::Result<Vec<Dur
     Ok(latencies)
 }
 
+/// The peer relay (`bench/peer-relay`, on ruststream-sqlx): its binary, from
+/// `EVENTHOST_PEER_RELAY` (set by `scripts/bench.sh relay`), else the release build's.
+fn peer_binary() -> Option<std::path::PathBuf> {
+    let path = std::env::var("EVENTHOST_PEER_RELAY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| common::target_dir().join("release/peer-relay"));
+    path.exists().then_some(path)
+}
+
+const PEER_TABLE: &str = "peer_relay_outbox";
+/// The peer's best setting as measured from outside: batches of 1,000, 4 workers.
+const PEER_BATCH: u32 = 1000;
+const PEER_WORKERS: u32 = 4;
+
+/// The peer's backlog: the same bodies, routing keys and ids as the relay's, one row each.
+async fn peer_fill(pool: &PgPool, messages: &[outbox::Outgoing]) -> anyhow::Result<()> {
+    sqlx::query(&format!("TRUNCATE {PEER_TABLE}"))
+        .execute(pool)
+        .await?;
+    for chunk in messages.chunks(1000) {
+        let keys: Vec<String> = chunk.iter().map(|m| m.routing_key.to_string()).collect();
+        let ids: Vec<String> = chunk
+            .iter()
+            .map(|m| {
+                m.properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let bodies: Vec<Vec<u8>> = chunk.iter().map(|m| m.body.clone()).collect();
+        sqlx::query(&format!(
+            "INSERT INTO {PEER_TABLE} (routing_key, message_id, payload) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])"
+        ))
+        .bind(&keys)
+        .bind(&ids)
+        .bind(&bodies)
+        .execute(pool)
+        .await?;
+    }
+    sqlx::query(&format!("VACUUM ANALYZE {PEER_TABLE}"))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Runs the peer over its backlog; its own figure (from its start to its last commit).
+fn peer_drain(
+    binary: &std::path::Path,
+    url: &str,
+    amqp: &str,
+    exchange: &str,
+    setup: bool,
+) -> anyhow::Result<f64> {
+    let mut command = std::process::Command::new(binary);
+    command.args([
+        "--database-url",
+        url,
+        "--amqp-url",
+        amqp,
+        "--exchange",
+        exchange,
+        "--table",
+        PEER_TABLE,
+    ]);
+    if setup {
+        command.arg("--setup-only");
+    } else {
+        command.args([
+            "--batch",
+            &PEER_BATCH.to_string(),
+            "--workers",
+            &PEER_WORKERS.to_string(),
+        ]);
+        command.args(["--expect", &BACKLOG.to_string()]);
+    }
+    let ran = command.output()?;
+    let out = String::from_utf8_lossy(&ran.stdout);
+    anyhow::ensure!(
+        ran.status.success(),
+        "peer-relay failed: {out}{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    if setup {
+        return Ok(0.0);
+    }
+    // `peer-relay: N rows in S s, R events/s`
+    out.split(", ")
+        .nth(1)
+        .and_then(|rate| rate.split_whitespace().next())
+        .and_then(|rate| rate.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("cannot read the peer's figure in {out:?}"))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -256,7 +359,17 @@ async fn main() -> anyhow::Result<()> {
                 .with_message_id(format!("raw-{i}").into()),
         })
         .collect();
-    let (mut raw, mut light, mut relayed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut light, mut relayed, mut peered) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let peer = peer_binary();
+    match &peer {
+        Some(binary) => {
+            peer_drain(binary, &scratch.url, &amqp, &broker.exchange, true)?;
+        }
+        None => println!(
+            "peer relay: not built (cargo build --release -p eventhost-peer-relay); left out"
+        ),
+    }
     let rounds: usize = std::env::var("EVENTHOST_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -279,8 +392,20 @@ async fn main() -> anyhow::Result<()> {
             .execute(&pool)
             .await?;
         let y = relay_drain(&pool, &broker).await?;
+        let p = match &peer {
+            Some(binary) => {
+                channel
+                    .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
+                    .await?;
+                peer_fill(&pool, &messages).await?;
+                let p = peer_drain(binary, &scratch.url, &amqp, &broker.exchange, false)?;
+                peered.push(p);
+                format!(", peer {p:.0} events/s: relay / peer {:.2}", y / p)
+            }
+            None => String::new(),
+        };
         println!(
-            "round {round}: raw lapin {r:.0} msg/s (minimal properties {l:.0}), relay {y:.0} events/s: relay / raw {:.1} %",
+            "round {round}: raw lapin {r:.0} msg/s (minimal properties {l:.0}), relay {y:.0} events/s: relay / raw {:.1} %{p}",
             100.0 * y / r
         );
         raw.push(r);
@@ -293,6 +418,14 @@ async fn main() -> anyhow::Result<()> {
         100.0 * y / r,
         100.0 * y / l
     );
+    if !peered.is_empty() {
+        let p = median(&mut peered);
+        println!(
+            "median: peer relay (ruststream-sqlx 0.7.1, batches of {PEER_BATCH}, {PEER_WORKERS} workers, minimal properties) {p:.0} events/s: peer / raw with minimal properties {:.1} %, relay / peer {:.2}",
+            100.0 * p / l,
+            y / p
+        );
+    }
 
     channel
         .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())

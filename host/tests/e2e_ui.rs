@@ -336,13 +336,24 @@ async fn off_means_no_dashboard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_plugin_file_shows_with_its_reason() {
     let world = ServeWorld::start(&["probe"]).await;
-    std::fs::write(world.plugin_dir().join("broken.wasm"), b"not a component <b>").unwrap();
+    std::fs::write(
+        world.plugin_dir().join("broken.wasm"),
+        b"not a component <b>",
+    )
+    .unwrap();
     let http = client();
     let part = |name: &'static str| {
         let http = http.clone();
         let url = format!("{}/ui/part/{name}", world.api);
         async move {
-            http.get(url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().text().await.unwrap()
+            http.get(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
         }
     };
     let start = std::time::Instant::now();
@@ -351,13 +362,20 @@ async fn a_refused_plugin_file_shows_with_its_reason() {
         if plugins.contains(r#"data-plugin="broken""#) {
             break plugins;
         }
-        assert!(start.elapsed() < WAIT, "no row for the refused file: {plugins}\n{}", world.log());
+        assert!(
+            start.elapsed() < WAIT,
+            "no row for the refused file: {plugins}\n{}",
+            world.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let row = &plugins[plugins.find(r#"data-plugin="broken""#).unwrap()..];
     let row = &row[..row.find("</tr>").unwrap()];
     assert!(row.contains("refused"), "{row}");
-    assert!(row.contains(r#"class="reason""#), "the reason is shown: {row}");
+    assert!(
+        row.contains(r#"class="reason""#),
+        "the reason is shown: {row}"
+    );
     let activity = part("activity").await;
     assert!(activity.contains("broken"), "{activity}");
     // The plugin that loaded keeps serving beside it.
