@@ -7,7 +7,11 @@
 //!   of `WARM_ROUNDS`; and a whole warm `Runtime::load` (cache, provisioning, the plugin's
 //!   subscriptions and migrations, pools), median of `LOAD_ROUNDS`;
 //! * per invocation: `Plugin::handle` of one `user.created` event (one INSERT in the
-//!   plugin's transaction), median of `EVENTS`, with the ratio to Rust;
+//!   plugin's transaction), median of `EVENTS`, with the ratio to Rust; and the host
+//!   process's CPU per invocation over those `EVENTS` (user and system time, so the
+//!   instance, the plugin's code and the host's side of the database round trips;
+//!   PostgreSQL's own CPU is not in it);
+//! * `user-stats`, the other Rust reference plugin, on the same event, for its CPU;
 //! * memory per instance: the linear memory one instance holds after handling an event.
 //!
 //! Run: `bash scripts/bench.sh languages`.
@@ -33,6 +37,15 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// This process's user + system CPU time so far.
+fn process_cpu() -> Duration {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -55,6 +68,7 @@ struct Row {
     warm: Duration,
     load: Duration,
     invoke: Duration,
+    cpu: Duration,
     memory: usize,
 }
 
@@ -71,14 +85,19 @@ async fn main() -> anyhow::Result<()> {
         admin_pool: pool.clone(),
         compile_cache: CompileCache::new(Some(cache_dir.clone())),
     })?;
-    let plugins: [(&str, &str, PathBuf); 3] = [
-        ("Rust", "audit-log", common::wasm("audit_log")),
-        ("Python", "audit-log-py", common::guest_wasm("audit_log_py")),
+    let plugins: [(&str, &str, PathBuf); 4] = [
+        ("audit-log, Rust", "audit-log", common::wasm("audit_log")),
         (
-            "JavaScript",
+            "audit-log, Python",
+            "audit-log-py",
+            common::guest_wasm("audit_log_py"),
+        ),
+        (
+            "audit-log, JavaScript",
             "audit-log-js",
             common::guest_wasm("audit_log_js"),
         ),
+        ("user-stats, Rust", "user-stats", common::wasm("user_stats")),
     ];
     let mut rows = Vec::new();
     for (language, name, path) in plugins {
@@ -127,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
 
         let mut invoke = Vec::new();
         let mut memory = 0;
+        let cpu_before = process_cpu();
         for _ in 0..EVENTS {
             let invocation = plugin.handle(&user_created()).await;
             anyhow::ensure!(
@@ -137,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             invoke.push(invocation.elapsed);
             memory = invocation.memory_bytes;
         }
+        let cpu = (process_cpu() - cpu_before) / EVENTS as u32;
         rows.push(Row {
             language,
             size: bytes.len(),
@@ -144,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
             warm: median(warm),
             load: median(load),
             invoke: median(invoke),
+            cpu,
             memory,
         });
     }
@@ -152,12 +174,12 @@ async fn main() -> anyhow::Result<()> {
         "machine: {} cores (shared); medians: cold {COLD_ROUNDS}, warm {WARM_ROUNDS}, whole load {LOAD_ROUNDS}, invocations {EVENTS}",
         std::thread::available_parallelism()?
     );
-    println!("| plugin | .wasm | cold load (compile) | warm load (cache) | whole warm load | per invocation | vs Rust | memory per instance |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| plugin | .wasm | cold load (compile) | warm load (cache) | whole warm load | per invocation | vs Rust | host CPU per invocation | memory per instance |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let rust = rows[0].invoke;
     for r in &rows {
         println!(
-            "| audit-log, {} | {:.1} MB | {:.0} ms | {:.1} ms | {:.1} ms | {:.3} ms | {:.2}× | {:.1} MiB |",
+            "| {} | {:.1} MB | {:.0} ms | {:.1} ms | {:.1} ms | {:.3} ms | {:.2}× | {:.0} µs | {:.1} MiB |",
             r.language,
             r.size as f64 / 1e6,
             ms(r.cold),
@@ -165,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
             ms(r.load),
             ms(r.invoke),
             r.invoke.as_secs_f64() / rust.as_secs_f64(),
+            r.cpu.as_secs_f64() * 1e6,
             r.memory as f64 / (1 << 20) as f64
         );
     }
