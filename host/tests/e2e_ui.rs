@@ -210,16 +210,33 @@ async fn the_dashboard_needs_the_token_and_its_forms_need_the_csrf_token() {
     assert!(page.contains(r#"data-plugin="probe""#), "{page}");
     let csrf = hidden_csrf(&page);
 
-    // A form posted without the session's CSRF token, or with another, is refused.
-    for form in [vec![], vec![("csrf", "0".repeat(64))]] {
-        let forged = http
-            .post(url("/ui/reload"))
-            .header("cookie", &session)
-            .form(&form)
+    // Every form posted without the session's CSRF token, or with another, is refused.
+    for path in [
+        "/ui/reload",
+        "/ui/outbox/replay",
+        "/ui/dead/probe/replay",
+        "/ui/logout",
+    ] {
+        for form in [
+            vec![("scope", "all".to_string())],
+            vec![("scope", "all".to_string()), ("csrf", "0".repeat(64))],
+        ] {
+            let forged = http
+                .post(url(path))
+                .header("cookie", &session)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(forged.status(), 403, "{path} {form:?}");
+        }
+        let anonymous = http
+            .post(url(path))
+            .form(&[("scope", "all")])
             .send()
             .await
             .unwrap();
-        assert_eq!(forged.status(), 403, "{form:?}");
+        assert_eq!(anonymous.status(), 401, "{path}");
     }
     let reload = http
         .post(url("/ui/reload"))
@@ -229,6 +246,31 @@ async fn the_dashboard_needs_the_token_and_its_forms_need_the_csrf_token() {
         .await
         .unwrap();
     assert_eq!(reload.status(), 303);
+    // What the action did shows once, on the next page, from the session (not the address).
+    assert_eq!(reload.headers()["location"], "/ui");
+    let next = http
+        .get(url("/ui"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        next.contains("Scanning the plugin directory now."),
+        "{next}"
+    );
+    let again = http
+        .get(url("/ui"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!again.contains("Scanning the plugin directory now."));
     // The bearer token acts without a session (scripts; no browser sends it by itself).
     let bearer = http
         .post(url("/ui/reload"))
@@ -237,38 +279,76 @@ async fn the_dashboard_needs_the_token_and_its_forms_need_the_csrf_token() {
         .await
         .unwrap();
     assert_eq!(bearer.status(), 303);
-    let anonymous = http.post(url("/ui/reload")).send().await.unwrap();
-    assert_eq!(anonymous.status(), 401);
+    assert_eq!(
+        bearer.headers()["x-eventhost-done"],
+        "Scanning the plugin directory now."
+    );
 
-    // An outbox replay asks first, then runs.
+    // An outbox dead row, listed with its reason escaped, replayed by id after a confirmation.
+    let dead = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO outbox_events (event_id, aggregate_type, aggregate_id, event_type, source, payload, occurred_at, status, attempts, last_error) \
+         VALUES ($1, 'user', 'u-1', 'user.created', 'e2e', '{}', now(), 'dead', 5, $2)",
+    )
+    .bind(dead)
+    .bind(HOSTILE)
+    .execute(&world.pool)
+    .await
+    .unwrap();
+    let listed = http
+        .get(url("/ui/part/outbox"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains(&dead.to_string()), "{listed}");
+    assert!(
+        listed.contains("&lt;script&gt;window.__eventhostXss=1&lt;/script&gt;")
+            && !listed.contains(HOSTILE),
+        "{listed}"
+    );
+    let selected = [
+        ("csrf", csrf.as_str()),
+        ("scope", "selected"),
+        ("id", &dead.to_string()),
+    ];
     let ask = http
         .post(url("/ui/outbox/replay"))
         .header("cookie", &session)
-        .form(&[("csrf", csrf.as_str()), ("scope", "all")])
+        .form(&selected)
         .send()
         .await
         .unwrap();
     assert_eq!(ask.status(), 200);
-    assert!(ask.text().await.unwrap().contains("Confirm replay"));
+    let ask = ask.text().await.unwrap();
+    assert!(
+        ask.contains("Confirm replay") && ask.contains(&dead.to_string()),
+        "{ask}"
+    );
+    let status =
+        format!("SELECT count(*) FROM outbox_events WHERE event_id = '{dead}' AND status = 'dead'");
+    assert_eq!(world.count(&status).await, 1, "asking changed nothing");
+    let mut confirmed = selected.to_vec();
+    confirmed.push(("confirm", "yes"));
     let run = http
         .post(url("/ui/outbox/replay"))
         .header("cookie", &session)
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("scope", "all"),
-            ("confirm", "yes"),
-        ])
+        .form(&confirmed)
         .send()
         .await
         .unwrap();
     assert_eq!(run.status(), 303);
-    assert!(
-        run.headers()["location"]
-            .to_str()
-            .unwrap()
-            .contains("done=Put%200%20outbox"),
-        "{:?}",
-        run.headers()
+    assert_eq!(
+        run.headers()["x-eventhost-done"],
+        "Put 1 outbox row(s) back to pending."
+    );
+    assert_eq!(
+        world.count(&status).await,
+        0,
+        "the row is pending (or published) again"
     );
 
     // Signed out, the cookie opens nothing.

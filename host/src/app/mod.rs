@@ -175,12 +175,17 @@ impl App {
                     broker: config.broker.clone(),
                     consumer: config.consumer.clone(),
                 });
+                // Sampled only when someone can open the dashboard.
+                let seen =
+                    config.http.ui == UiAccess::OpenRead || config.http.admin_token.is_some();
                 let (sampler, token) = (history.clone(), shutdown.clone());
-                supervisor.spawn("dashboard_history", move || {
-                    let (sampler, sources, token) =
-                        (sampler.clone(), sources.clone(), token.clone());
-                    async move { sampler.run(&sources, &token).await }
-                });
+                if seen {
+                    supervisor.spawn("dashboard_history", move || {
+                        let (sampler, sources, token) =
+                            (sampler.clone(), sources.clone(), token.clone());
+                        async move { sampler.run(&sources, &token).await }
+                    });
+                }
                 Arc::new(http::ui::Dashboard::new(
                     config.http.admin_token.clone(),
                     config.http.ui,

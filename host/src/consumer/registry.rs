@@ -96,6 +96,9 @@ pub struct Registry {
     journal: Journal,
     /// Plugins with a file loading now (a first version or a replacement).
     loading: RwLock<BTreeSet<String>>,
+    /// Why each plugin's newest file was refused, until a version of it loads or its
+    /// file is removed.
+    refused_now: RwLock<BTreeMap<String, String>>,
 }
 
 impl Default for Registry {
@@ -105,6 +108,7 @@ impl Default for Registry {
             subscribers: watch::Sender::new(Arc::new(Vec::new())),
             journal: Journal::default(),
             loading: RwLock::default(),
+            refused_now: RwLock::default(),
         }
     }
 }
@@ -117,6 +121,18 @@ impl Registry {
 
     pub fn statuses(&self) -> Vec<SlotStatus> {
         self.read().values().map(|slot| slot.status()).collect()
+    }
+
+    fn forget_refusal(&self, name: &PluginName) {
+        let mut refused = self.refused_now.write().unwrap_or_else(|e| e.into_inner());
+        refused.remove(name.as_str());
+    }
+
+    /// Plugins whose newest file was refused, with the reason (until a version loads or
+    /// the file goes).
+    pub fn refused_now(&self) -> BTreeMap<String, String> {
+        let refused = self.refused_now.read().unwrap_or_else(|e| e.into_inner());
+        refused.clone()
     }
 
     /// Marks `name` as having a file loading now, or no longer.
@@ -151,6 +167,7 @@ impl Registry {
 
     /// Serves `plugin` from now on, in place of any earlier version.
     pub fn install(&self, plugin: Plugin, file: &Path) {
+        self.forget_refusal(plugin.name());
         let status = status_of(&plugin, file);
         let plugin = Arc::new(plugin);
         let changed_subscriptions = {
@@ -186,6 +203,9 @@ impl Registry {
     /// keeps serving.
     pub fn refused(&self, name: &PluginName, error: &str) {
         self.journal.refused(name.as_str(), error);
+        let mut refused = self.refused_now.write().unwrap_or_else(|e| e.into_inner());
+        refused.insert(name.to_string(), error.to_string());
+        drop(refused);
         if let Some(slot) = self.read().get(name) {
             let mut status = slot.status.write().unwrap_or_else(|e| e.into_inner());
             status.state = "serving-previous";
@@ -196,6 +216,7 @@ impl Registry {
     /// Stops serving `name` (its file was removed). Its queue stays and keeps collecting
     /// events until the plugin comes back.
     pub fn remove(&self, name: &PluginName) -> bool {
+        self.forget_refusal(name);
         let removed = self
             .slots
             .write()

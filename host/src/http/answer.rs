@@ -11,7 +11,9 @@ use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 
-/// Headers only the host may set: framing, and what RFC 9110 calls connection-specific.
+/// Headers only the host may set: framing, what RFC 9110 calls connection-specific, and
+/// what would let a plugin's answer act in the browser of someone on the same origin as
+/// the dashboard (cookies, its own security policy).
 const HOST_ONLY: &[&str] = &[
     "connection",
     "content-length",
@@ -20,7 +22,15 @@ const HOST_ONLY: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "set-cookie",
+    "content-security-policy",
+    "content-security-policy-report-only",
+    "x-content-type-options",
 ];
+
+/// Every plugin answer is inert in a browser: it shares the dashboard's origin, so
+/// whatever it holds (HTML included) must not run script, fetch or submit forms there.
+const PLUGIN_ANSWER_POLICY: &str = "sandbox; default-src 'none'; frame-ancestors 'none'";
 
 /// Whether a plugin may set the header `name`.
 pub fn plugin_may_set(name: &str) -> bool {
@@ -68,6 +78,15 @@ pub fn to_response(plugin: &str, answer: ReadResponse) -> Response {
             _ => dropped.push(name),
         }
     }
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PLUGIN_ANSWER_POLICY),
+    );
+    headers.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if !dropped.is_empty() {
         let shown: Vec<String> = dropped
             .iter()
@@ -113,7 +132,35 @@ mod tests {
         .collect();
         let response = to_response("p", answer(200, headers, b"hi".to_vec()));
         let names: Vec<&str> = response.headers().keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, vec!["content-type"]);
+        assert_eq!(
+            names,
+            vec![
+                "content-type",
+                "content-security-policy",
+                "x-content-type-options"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_plugin_answer_cannot_set_cookies_or_run_script_beside_the_dashboard() {
+        let headers = [
+            ("Set-Cookie", "eventhost_ui=stolen; Path=/ui"),
+            ("content-security-policy", "script-src *"),
+            ("X-Content-Type-Options", "none"),
+            ("content-type", "text/html"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        let body = b"<script>fetch('/ui/part/plugins')</script>".to_vec();
+        let response = to_response("p", answer(200, headers, body));
+        let h = response.headers();
+        assert!(h.get("set-cookie").is_none());
+        assert_eq!(h["content-security-policy"], PLUGIN_ANSWER_POLICY);
+        assert!(PLUGIN_ANSWER_POLICY.starts_with("sandbox"));
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["content-type"], "text/html");
     }
 
     #[test]

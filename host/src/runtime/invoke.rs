@@ -173,7 +173,11 @@ impl Plugin {
                 status: r.status,
                 headers: r.headers,
                 body: r.body,
-                rows_written: store.data().db.rows_written(),
+                // Committed only below 500 (see `run` above).
+                rows_written: match r.status < 500 {
+                    true => store.data().db.rows_written(),
+                    false => 0,
+                },
             }),
             Ok(Err(refused)) => Err(Outcome::Permanent(refused)),
             Err(outcome) => Err(outcome),

@@ -3,7 +3,7 @@
 //! token); replays ask for confirmation first and then run the CLI's own code.
 
 use super::pages;
-use super::session::{self, csrf_ok, Access};
+use super::session::{self, csrf_ok, Access, SignInRefused};
 use super::{dashboard, html, on_own_thread, ApiState};
 use crate::broker::topology::PluginQueues;
 use crate::consumer::dead_letters::{self, Selection};
@@ -56,42 +56,60 @@ fn actor(state: &ApiState, headers: &HeaderMap, fields: &Fields) -> Result<Acces
     Ok(access)
 }
 
-/// After an action: back to `to`, with what was done as a notice.
-fn done(to: &str, what: &str) -> Response {
-    Redirect::to(&url_with_notice(to, what)).into_response()
+/// The header a script (bearer token, no session) reads what an action did from.
+pub const DONE_HEADER: &str = "x-eventhost-done";
+
+/// After an action: back to `to`, with what was done kept as the session's notice for
+/// the next page (and in [`DONE_HEADER`] for scripts).
+fn done(state: &ApiState, headers: &HeaderMap, to: &str, what: &str) -> Response {
+    dashboard(state).sessions.set_notice(headers, what);
+    let mut answer = Redirect::to(to).into_response();
+    if let Ok(value) = HeaderValue::from_str(what) {
+        answer.headers_mut().insert(DONE_HEADER, value);
+    }
+    answer
 }
 
-fn url_with_notice(to: &str, what: &str) -> String {
-    let encoded: String = what
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    format!("{to}?done={encoded}")
-}
-
-pub async fn login(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub async fn login(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let fields = fields(&body);
     let sessions = &dashboard(&state).sessions;
     let given = field(&fields, "token").unwrap_or("");
-    let Some(id) = sessions.sign_in(given) else {
-        let page = pages::page(
-            "Sign in",
-            &Access::None,
-            pages::login(Some("That is not the admin token."), sessions.can_sign_in()),
-        );
-        return (StatusCode::UNAUTHORIZED, html(page)).into_response();
+    let id = match sessions.sign_in(given) {
+        Ok(id) => id,
+        Err(refused) => {
+            let (status, message) = match refused {
+                SignInRefused::WrongToken => {
+                    (StatusCode::UNAUTHORIZED, "That is not the admin token.")
+                }
+                SignInRefused::TooManyFailures => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many failed sign-ins in the last minute; wait and try again.",
+                ),
+            };
+            let login = pages::login(Some(message), sessions.can_sign_in());
+            let page = pages::page("Sign in", &Access::None, login);
+            return (status, html(page)).into_response();
+        }
     };
+    with_cookie(&headers, "/ui", &id, session::LIFETIME.as_secs())
+}
+
+/// A redirect to `to` that sets the session cookie (`max_age` 0 expires it). `Secure`
+/// when the request came through a TLS-terminating proxy that says so.
+fn with_cookie(headers: &HeaderMap, to: &str, value: &str, max_age: u64) -> Response {
+    let tls = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let cookie = format!(
-        "{}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
         session::COOKIE,
-        session::LIFETIME.as_secs()
+        if tls { "; Secure" } else { "" }
     );
-    let mut answer = Redirect::to("/ui").into_response();
+    let mut answer = Redirect::to(to).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         answer.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -108,15 +126,7 @@ pub async fn logout(
         return *refused;
     }
     dashboard(&state).sessions.sign_out(&headers);
-    let mut answer = Redirect::to("/ui/login").into_response();
-    let expired = format!(
-        "{}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0",
-        session::COOKIE
-    );
-    if let Ok(value) = HeaderValue::from_str(&expired) {
-        answer.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    answer
+    with_cookie(&headers, "/ui/login", "", 0)
 }
 
 pub async fn reload(
@@ -129,7 +139,12 @@ pub async fn reload(
         return *refused;
     }
     state.rescan.notify_one();
-    done("/ui", "Scanning the plugin directory now.")
+    done(
+        &state,
+        &headers,
+        "/ui",
+        "Scanning the plugin directory now.",
+    )
 }
 
 /// What a replay form selected: everything, or ids (none is an error to show).
@@ -154,7 +169,12 @@ pub async fn replay_dead_letters(
     let back = format!("/ui/dead/{name}");
     let (all, ids) = selection(&fields);
     if !all && ids.is_empty() {
-        return done(&back, "Nothing selected: tick the dead letters to replay.");
+        return done(
+            &state,
+            &headers,
+            &back,
+            "Nothing selected: tick the dead letters to replay.",
+        );
     }
     if field(&fields, "confirm") != Some("yes") {
         let what = match all {
@@ -181,13 +201,26 @@ pub async fn replay_dead_letters(
             .collect(),
         Err(e) => {
             return done(
+                &state,
+                &headers,
                 &back,
                 &format!("Replay failed: cannot read the held aggregates: {e}"),
             )
         }
     };
     let (broker, plugin, entry) = (board.broker.clone(), name.to_string(), queues.entry.clone());
+    // One walk of the dead-letter queues at a time: letters another walk holds unacked
+    // are invisible to this one, which would end early and leave them behind.
+    let Ok(walk) = board.walks.clone().acquire_owned().await else {
+        return done(
+            &state,
+            &headers,
+            &back,
+            "Replay failed: the host is stopping.",
+        );
+    };
     let replayed = on_own_thread(move || async move {
+        let _walk = walk;
         let connection = crate::broker::connect(&broker, "eventhost dashboard")
             .await
             .map_err(|e| e.to_string())?;
@@ -208,9 +241,9 @@ pub async fn replay_dead_letters(
                 ));
             }
             tracing::info!(plugin = %name, replayed = result.replayed.len(), "dead letters replayed from the dashboard");
-            done(&back, &what)
+            done(&state, &headers, &back, &what)
         }
-        Err(e) => done(&back, &format!("Replay failed: {e}")),
+        Err(e) => done(&state, &headers, &back, &format!("Replay failed: {e}")),
     }
 }
 
@@ -227,10 +260,20 @@ pub async fn replay_outbox(
     let (all, ids) = selection(&fields);
     let parsed: Result<Vec<uuid::Uuid>, _> = ids.iter().map(|id| id.parse()).collect();
     let Ok(uuids) = parsed else {
-        return done("/ui", "Replay refused: an outbox event id is not a UUID.");
+        return done(
+            &state,
+            &headers,
+            "/ui",
+            "Replay refused: an outbox event id is not a UUID.",
+        );
     };
     if !all && uuids.is_empty() {
-        return done("/ui", "Nothing selected: tick the outbox rows to replay.");
+        return done(
+            &state,
+            &headers,
+            "/ui",
+            "Nothing selected: tick the outbox rows to replay.",
+        );
     }
     if field(&fields, "confirm") != Some("yes") {
         let what = match all {
@@ -247,9 +290,14 @@ pub async fn replay_outbox(
     match crate::outbox::replay(&state.pool, &selector).await {
         Ok(n) => {
             tracing::info!(revived = n, "outbox dead rows replayed from the dashboard");
-            done("/ui", &format!("Put {n} outbox row(s) back to pending."))
+            done(
+                &state,
+                &headers,
+                "/ui",
+                &format!("Put {n} outbox row(s) back to pending."),
+            )
         }
-        Err(e) => done("/ui", &format!("Replay failed: {e}")),
+        Err(e) => done(&state, &headers, "/ui", &format!("Replay failed: {e}")),
     }
 }
 
@@ -258,11 +306,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn notices_travel_encoded_and_forms_read_repeated_ids() {
-        assert_eq!(
-            url_with_notice("/ui", "Put 2 row(s) <back>."),
-            "/ui?done=Put%202%20row%28s%29%20%3Cback%3E."
-        );
+    fn forms_read_repeated_ids() {
         let fields: Fields = vec![
             ("csrf".into(), "t".into()),
             ("id".into(), "a".into()),

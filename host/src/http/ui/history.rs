@@ -86,8 +86,14 @@ impl History {
                 _ = tick.tick() => {}
                 _ = shutdown.cancelled() => break,
             }
-            let sample = take(sources, &mut counters, &mut broker).await;
-            self.push(sample);
+            // A hung query or broker call costs one sample, not the charts.
+            match tokio::time::timeout(STEP, take(sources, &mut counters, &mut broker)).await {
+                Ok(sample) => self.push(sample),
+                Err(_) => {
+                    tracing::debug!("dashboard: a sample took longer than {STEP:?}; skipped");
+                    broker.take();
+                }
+            }
         }
         if let Some(connection) = broker {
             let _ = connection.close(200, "dashboard stopping".into()).await;
@@ -129,13 +135,18 @@ async fn take(
         r
     });
     let mut plugins = BTreeMap::new();
+    let connected = connect(&sources.broker, broker).await;
     for name in sources.registry.names() {
         let summary = sources.metrics.plugin_summary(&name);
         let delivered = summary.handled + summary.duplicates;
         let before = counters.delivered.insert(name.clone(), delivered);
         let queues = PluginQueues::of(&sources.consumer, &name);
         // A channel per plugin: a queue not declared yet closes the channel it was asked on.
-        let (depth, dead) = match channel(&sources.broker, broker).await {
+        let channel = match connected {
+            Some(connection) => connection.create_channel().await.ok(),
+            None => None,
+        };
+        let (depth, dead) = match channel {
             Some(channel) => {
                 let counted = depths(&channel, &queues).await;
                 let _ = channel.close(200, "sampled".into()).await;
@@ -160,12 +171,12 @@ async fn take(
     }
 }
 
-/// A channel on the sampler's own connection, reconnecting when it broke. `None` while
-/// the broker is unreachable: the depths are then left out of the sample.
-async fn channel(
+/// The sampler's own connection, reconnecting (once per sample) when it broke. `None`
+/// while the broker is unreachable: the depths are then left out of the sample.
+async fn connect<'a>(
     config: &BrokerConfig,
-    connection: &mut Option<lapin::Connection>,
-) -> Option<lapin::Channel> {
+    connection: &'a mut Option<lapin::Connection>,
+) -> Option<&'a lapin::Connection> {
     if connection.as_ref().is_some_and(|c| !c.status().connected()) {
         *connection = None;
     }
@@ -178,7 +189,7 @@ async fn channel(
             }
         }
     }
-    connection.as_ref()?.create_channel().await.ok()
+    connection.as_ref()
 }
 
 /// Ready messages in the partition queues and in the dead-letter queue. A queue that does

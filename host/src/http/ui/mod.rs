@@ -17,7 +17,7 @@ use super::ApiState;
 use crate::broker::topology::PluginQueues;
 use crate::config::{BrokerConfig, ConsumerConfig, UiAccess};
 use crate::consumer::dead_letters;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -39,6 +39,9 @@ pub struct Dashboard {
     pub history: Arc<History>,
     pub broker: BrokerConfig,
     pub consumer: ConsumerConfig,
+    /// One walk over a dead-letter queue at a time (listing or replaying): each holds
+    /// the letters it looked at unacknowledged, hidden from any other walk.
+    walks: Arc<tokio::sync::Semaphore>,
 }
 
 impl Dashboard {
@@ -54,6 +57,7 @@ impl Dashboard {
             history,
             broker,
             consumer,
+            walks: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 }
@@ -150,26 +154,26 @@ fn plugin_rows(state: &ApiState) -> Vec<PluginRow> {
             },
         );
     }
-    // Names with no version serving: loading for the first time, or refused (newest
-    // first, so the first refusal seen for a name is its latest).
-    let unloaded = |name: &str| PluginRow {
+    // Names with no version serving: loading for the first time, or refused.
+    let unloaded = |name: &str, refusal: Option<String>| PluginRow {
         name: name.to_string(),
         status: None,
-        refusal: None,
+        refusal,
         loading: loading.iter().any(|l| l == name),
         summary: Default::default(),
         depth: None,
         dead: None,
     };
     for name in &loading {
-        rows.entry(name.clone()).or_insert_with(|| unloaded(name));
+        rows.entry(name.clone())
+            .or_insert_with(|| unloaded(name, None));
     }
-    for refusal in state.registry.journal().refusals() {
+    for (name, reason) in state.registry.refused_now() {
         let row = rows
-            .entry(refusal.plugin.clone())
-            .or_insert_with(|| unloaded(&refusal.plugin));
-        if row.status.is_none() && row.refusal.is_none() {
-            row.refusal = Some(refusal.reason.clone());
+            .entry(name.clone())
+            .or_insert_with(|| unloaded(&name, None));
+        if row.status.is_none() {
+            row.refusal = Some(reason);
         }
     }
     rows.into_values().collect()
@@ -204,23 +208,14 @@ async fn section(state: &ApiState, access: &Access, name: &str) -> Option<Markup
 
 const SECTIONS: [&str; 5] = ["plugins", "flow", "dead-letters", "outbox", "activity"];
 
-#[derive(serde::Deserialize)]
-struct Notice {
-    done: Option<String>,
-}
-
-async fn index(
-    State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Query(notice): Query<Notice>,
-) -> Response {
+async fn index(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     let access = match reader(&state, &headers) {
         Ok(access) => access,
         Err(answer) => return *answer,
     };
     let mut body = String::new();
-    if let Some(done) = &notice.done {
-        body.push_str(&pages::notice(done).into_string());
+    if let Some(done) = dashboard(&state).sessions.take_notice(&headers) {
+        body.push_str(&pages::notice(&done).into_string());
     }
     for name in SECTIONS {
         if let Some(inner) = section(&state, &access, name).await {
@@ -251,7 +246,6 @@ async fn dead_letters_page(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(plugin): Path<String>,
-    Query(notice): Query<Notice>,
 ) -> Response {
     let access = match reader(&state, &headers) {
         Ok(access) => access,
@@ -263,7 +257,17 @@ async fn dead_letters_page(
     let board = dashboard(&state);
     let queues = PluginQueues::of(&board.consumer, name.as_str());
     let (broker, plugin) = (board.broker.clone(), name.to_string());
+    let Ok(walk) = board.walks.clone().try_acquire_owned() else {
+        let busy =
+            pages::notice("A listing or replay of dead letters is running; reload in a moment.");
+        return html(pages::page(
+            &format!("Dead letters of {name}"),
+            &access,
+            busy,
+        ));
+    };
     let listed = on_own_thread(move || async move {
+        let _walk = walk;
         let connection = crate::broker::connect(&broker, "eventhost dashboard")
             .await
             .map_err(|e| e.to_string())?;
@@ -275,7 +279,10 @@ async fn dead_letters_page(
         Ok(letters) => pages::dead_letters(name.as_str(), &letters, &access),
         Err(e) => pages::notice(&format!("cannot read the dead letters: {e}")),
     };
-    let notice = notice.done.as_deref().map(pages::notice);
+    let notice = board
+        .sessions
+        .take_notice(&headers)
+        .map(|n| pages::notice(&n));
     html(pages::page(
         &format!("Dead letters of {name}"),
         &access,

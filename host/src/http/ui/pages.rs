@@ -241,10 +241,13 @@ pub fn dead_letters(plugin: &str, letters: &[Inspected], access: &Access) -> Mar
                             td.reason {
                                 (l.letter.error)
                                 @if let Some(head) = &l.letter.held_behind { div.hint { "parked behind " code { (head) } } }
-                                details.body {
-                                    summary { "headers and body" }
-                                    table.headers { @for (k, v) in &l.headers { tr { th { (k) } td { (v) } } } }
-                                    pre { (l.body) }
+                                // Bodies and headers are the events' data: signed-in operators only.
+                                @if access.is_admin() {
+                                    details.body {
+                                        summary { "headers and body" }
+                                        table.headers { @for (k, v) in &l.headers { tr { th { (k) } td { (v) } } } }
+                                        pre { (l.body) }
+                                    }
                                 }
                             }
                         }

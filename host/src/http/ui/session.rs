@@ -46,12 +46,29 @@ impl Access {
 struct Session {
     csrf: String,
     expires: Instant,
+    /// What the last action did, shown once on the next page (kept here rather than in
+    /// the address, so a link cannot put words on the operator's page).
+    notice: Option<String>,
 }
 
 pub struct Sessions {
     token: Option<Secret>,
     mode: UiAccess,
     open: Mutex<HashMap<String, Session>>,
+    /// When recent sign-ins failed: guessing the token is slowed for everyone.
+    failures: Mutex<std::collections::VecDeque<Instant>>,
+}
+
+/// Failed sign-ins allowed per [`FAILURE_WINDOW`] in this process; past them, sign-ins
+/// are refused until the window moves on.
+const MAX_FAILURES: usize = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Why a sign-in did not open a session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SignInRefused {
+    WrongToken,
+    TooManyFailures,
 }
 
 /// 256 random bits as hex.
@@ -81,6 +98,7 @@ impl Sessions {
             token,
             mode,
             open: Mutex::default(),
+            failures: Mutex::default(),
         }
     }
 
@@ -117,10 +135,24 @@ impl Sessions {
     }
 
     /// A new session when `given` is the admin token: its id, for the cookie.
-    pub fn sign_in(&self, given: &str) -> Option<String> {
-        let token = self.token.as_ref()?;
-        if !super::super::admin::same(given.as_bytes(), token.expose().as_bytes()) {
-            return None;
+    pub fn sign_in(&self, given: &str) -> Result<String, SignInRefused> {
+        let token = self.token.as_ref().ok_or(SignInRefused::WrongToken)?;
+        {
+            let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            while failures
+                .front()
+                .is_some_and(|at| now.duration_since(*at) > FAILURE_WINDOW)
+            {
+                failures.pop_front();
+            }
+            if failures.len() >= MAX_FAILURES {
+                return Err(SignInRefused::TooManyFailures);
+            }
+            if !super::super::admin::same(given.as_bytes(), token.expose().as_bytes()) {
+                failures.push_back(now);
+                return Err(SignInRefused::WrongToken);
+            }
         }
         let id = random_token();
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -138,9 +170,26 @@ impl Sessions {
             Session {
                 csrf: random_token(),
                 expires: Instant::now() + LIFETIME,
+                notice: None,
             },
         );
-        Some(id)
+        Ok(id)
+    }
+
+    /// Keeps `text` for the session's next page.
+    pub fn set_notice(&self, headers: &HeaderMap, text: &str) {
+        self.with_session(headers, |s| s.notice = Some(text.to_string()));
+    }
+
+    /// The notice left by the last action, once.
+    pub fn take_notice(&self, headers: &HeaderMap) -> Option<String> {
+        self.with_session(headers, |s| s.notice.take()).flatten()
+    }
+
+    fn with_session<T>(&self, headers: &HeaderMap, f: impl FnOnce(&mut Session) -> T) -> Option<T> {
+        let id = cookie_value(headers, COOKIE)?;
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get_mut(id).map(f)
     }
 
     pub fn sign_out(&self, headers: &HeaderMap) {
@@ -183,9 +232,18 @@ mod tests {
             UiAccess::Token,
         );
         assert_eq!(sessions.access(&HeaderMap::new()), Access::None);
-        assert!(sessions.sign_in("dashboard-token-12").is_none());
+        assert_eq!(
+            sessions.sign_in("dashboard-token-12"),
+            Err(SignInRefused::WrongToken)
+        );
         let id = sessions.sign_in("dashboard-token-123").unwrap();
         let access = sessions.access(&with_cookie(&id));
+        sessions.set_notice(&with_cookie(&id), "done");
+        assert_eq!(
+            sessions.take_notice(&with_cookie(&id)).as_deref(),
+            Some("done")
+        );
+        assert_eq!(sessions.take_notice(&with_cookie(&id)), None, "shown once");
         assert!(access.is_admin());
         assert!(csrf_ok(&access, Some(access.csrf())));
         assert!(!csrf_ok(&access, Some("forged")));
@@ -202,6 +260,25 @@ mod tests {
         assert_eq!(access, Access::Reader);
         assert!(access.can_read() && !access.is_admin());
         assert!(!csrf_ok(&access, Some("")));
-        assert!(sessions.sign_in("anything").is_none());
+        assert!(sessions.sign_in("anything").is_err());
+    }
+
+    #[test]
+    fn guessing_the_token_is_cut_off_after_a_few_failures() {
+        let sessions = Sessions::new(
+            Some(Secret::new("dashboard-token-123".into())),
+            UiAccess::Token,
+        );
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(
+                sessions.sign_in("guess-guess-guess"),
+                Err(SignInRefused::WrongToken)
+            );
+        }
+        assert_eq!(
+            sessions.sign_in("dashboard-token-123"),
+            Err(SignInRefused::TooManyFailures),
+            "even the right token waits for the window"
+        );
     }
 }

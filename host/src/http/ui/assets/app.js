@@ -27,7 +27,10 @@
       document.body.dataset.live = "signed-out";
       return;
     }
-    if (!answer.ok) return;
+    if (!answer.ok) {
+      document.body.dataset.live = "error";
+      return;
+    }
     const html = await answer.text();
     if (busy(section)) return;
     const fresh = document.createElement("template");
