@@ -107,6 +107,19 @@ async function main() {
     step("landed");
     if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
     check(errors.length === 0, `the page reported errors: ${errors.join("; ")}`);
+
+    // With JavaScript off: signing in and the read-only tables work the same.
+    const plain = await browser.newContext({ javaScriptEnabled: false });
+    const still = await plain.newPage();
+    await still.goto(`${base}/ui`);
+    await still.fill("#token", token);
+    await still.click("button[type=submit]");
+    await still.waitForURL(`${base}/ui`, { timeout: WAIT });
+    const shownHandled = await count(still, "probe", "handled");
+    check(shownHandled >= handled + 4, `without JavaScript the table shows ${shownHandled}`);
+    await still.click('#dead-letters tr[data-plugin="probe"] a');
+    await still.waitForURL(`${base}/ui/dead/probe`, { timeout: WAIT });
+    await plain.close();
     step("done");
   } catch (e) {
     await report();
