@@ -19,7 +19,9 @@
 //! really persists every message. Rounds alternate the variants; figures are medians.
 //! Run: `bash scripts/bench.sh relay`.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod peer;
 
 use eventhost::config::{BrokerConfig, RelayConfig};
 use eventhost::fixtures::ScratchDatabase;
@@ -86,27 +88,39 @@ async fn fill(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The raw publisher: the relay's messages, built beforehand, with a sliding window of
-/// unconfirmed ones.
+/// The raw publisher: the relay's messages, built beforehand, sent the way the relay
+/// sends them (each publish polled once, in order, so one hand-off to lapin's I/O thread
+/// carries a whole slice), with a sliding window of up to 1,000 unconfirmed messages.
 async fn raw_publish(
     channel: &Channel,
     exchange: &str,
     messages: &[outbox::Outgoing],
 ) -> anyhow::Result<f64> {
+    const SLICE: usize = 250;
+    const WINDOW: usize = 1000;
     let start = Instant::now();
-    let mut window = VecDeque::with_capacity(1000);
-    for message in messages {
-        let confirm = channel
-            .basic_publish(
+    let mut window = VecDeque::with_capacity(WINDOW + SLICE);
+    for slice in messages.chunks(SLICE) {
+        let mut sends = Vec::with_capacity(slice.len());
+        for message in slice {
+            let mut publish = Box::pin(channel.basic_publish(
                 exchange.into(),
                 message.routing_key.clone(),
                 BasicPublishOptions::default(),
                 &message.body,
                 message.properties.clone(),
-            )
-            .await?;
-        window.push_back(confirm);
-        if window.len() >= 1000 {
+            ));
+            let first = futures_lite::future::poll_once(publish.as_mut()).await;
+            sends.push((publish, first));
+        }
+        for (publish, first) in sends {
+            let confirm = match first {
+                Some(sent) => sent?,
+                None => publish.await?,
+            };
+            window.push_back(confirm);
+        }
+        while window.len() > WINDOW {
             anyhow::ensure!(window.pop_front().unwrap().await?.is_ack(), "nack");
         }
     }
@@ -201,102 +215,6 @@ async fn latency(pool: &PgPool, broker: &BrokerConfig) -> anyhow::Result<Vec<Dur
     Ok(latencies)
 }
 
-/// The peer relay (`bench/peer-relay`, on ruststream-sqlx): its binary, from
-/// `EVENTHOST_PEER_RELAY` (set by `scripts/bench.sh relay`), else the release build's.
-fn peer_binary() -> Option<std::path::PathBuf> {
-    let path = std::env::var("EVENTHOST_PEER_RELAY")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| common::target_dir().join("release/peer-relay"));
-    path.exists().then_some(path)
-}
-
-const PEER_TABLE: &str = "peer_relay_outbox";
-/// The peer's best setting as measured from outside: batches of 1,000, 4 workers.
-const PEER_BATCH: u32 = 1000;
-const PEER_WORKERS: u32 = 4;
-
-/// The peer's backlog: the same bodies, routing keys and ids as the relay's, one row each.
-async fn peer_fill(pool: &PgPool, messages: &[outbox::Outgoing]) -> anyhow::Result<()> {
-    sqlx::query(&format!("TRUNCATE {PEER_TABLE}"))
-        .execute(pool)
-        .await?;
-    for chunk in messages.chunks(1000) {
-        let keys: Vec<String> = chunk.iter().map(|m| m.routing_key.to_string()).collect();
-        let ids: Vec<String> = chunk
-            .iter()
-            .map(|m| {
-                m.properties
-                    .message_id()
-                    .as_ref()
-                    .map(|id| id.to_string())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let bodies: Vec<Vec<u8>> = chunk.iter().map(|m| m.body.clone()).collect();
-        sqlx::query(&format!(
-            "INSERT INTO {PEER_TABLE} (routing_key, message_id, payload) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])"
-        ))
-        .bind(&keys)
-        .bind(&ids)
-        .bind(&bodies)
-        .execute(pool)
-        .await?;
-    }
-    sqlx::query(&format!("VACUUM ANALYZE {PEER_TABLE}"))
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Runs the peer over its backlog; its own figure (from its start to its last commit).
-fn peer_drain(
-    binary: &std::path::Path,
-    url: &str,
-    amqp: &str,
-    exchange: &str,
-    setup: bool,
-) -> anyhow::Result<f64> {
-    let mut command = std::process::Command::new(binary);
-    command.args([
-        "--database-url",
-        url,
-        "--amqp-url",
-        amqp,
-        "--exchange",
-        exchange,
-        "--table",
-        PEER_TABLE,
-    ]);
-    if setup {
-        command.arg("--setup-only");
-    } else {
-        command.args([
-            "--batch",
-            &PEER_BATCH.to_string(),
-            "--workers",
-            &PEER_WORKERS.to_string(),
-        ]);
-        command.args(["--expect", &BACKLOG.to_string()]);
-    }
-    let ran = command.output()?;
-    let out = String::from_utf8_lossy(&ran.stdout);
-    anyhow::ensure!(
-        ran.status.success(),
-        "peer-relay failed: {out}{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
-    if setup {
-        return Ok(0.0);
-    }
-    // `peer-relay: N rows in S s, R events/s`
-    out.split(", ")
-        .nth(1)
-        .and_then(|rate| rate.split_whitespace().next())
-        .and_then(|rate| rate.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("cannot read the peer's figure in {out:?}"))
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -361,10 +279,10 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let (mut raw, mut light, mut relayed, mut peered) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let peer = peer_binary();
+    let peer = peer::binary();
     match &peer {
         Some(binary) => {
-            peer_drain(binary, &scratch.url, &amqp, &broker.exchange, true)?;
+            peer::drain(binary, &scratch.url, &amqp, &broker.exchange, true)?;
         }
         None => println!(
             "peer relay: not built (cargo build --release -p eventhost-peer-relay); left out"
@@ -397,8 +315,8 @@ async fn main() -> anyhow::Result<()> {
                 channel
                     .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
                     .await?;
-                peer_fill(&pool, &messages).await?;
-                let p = peer_drain(binary, &scratch.url, &amqp, &broker.exchange, false)?;
+                peer::fill(&pool, &messages).await?;
+                let p = peer::drain(binary, &scratch.url, &amqp, &broker.exchange, false)?;
                 peered.push(p);
                 format!(", peer {p:.0} events/s: relay / peer {:.2}", y / p)
             }
@@ -421,7 +339,9 @@ async fn main() -> anyhow::Result<()> {
     if !peered.is_empty() {
         let p = median(&mut peered);
         println!(
-            "median: peer relay (ruststream-sqlx 0.7.1, batches of {PEER_BATCH}, {PEER_WORKERS} workers, minimal properties) {p:.0} events/s: peer / raw with minimal properties {:.1} %, relay / peer {:.2}",
+            "median: peer relay (ruststream-sqlx 0.7.1, batches of {}, {} workers, minimal properties) {p:.0} events/s: peer / raw with minimal properties {:.1} %, relay / peer {:.2}",
+            peer::BATCH,
+            peer::WORKERS,
             100.0 * p / l,
             y / p
         );
