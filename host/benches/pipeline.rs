@@ -305,38 +305,6 @@ impl Bench {
     }
 }
 
-/// CPU seconds (user + system) used so far by processes named `comm`, or by this process.
-fn cpu_seconds(comm: Option<&str>) -> f64 {
-    let ticks = |stat: &str| -> f64 {
-        // Fields after the parenthesised name: utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (field(11) + field(12)) / 100.0
-    };
-    match comm {
-        None => ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default()),
-        Some(name) => std::fs::read_dir("/proc")
-            .map(|dir| {
-                dir.flatten()
-                    .filter(|e| {
-                        std::fs::read_to_string(e.path().join("comm"))
-                            .is_ok_and(|c| c.trim() == name)
-                    })
-                    .map(|e| {
-                        ticks(&std::fs::read_to_string(e.path().join("stat")).unwrap_or_default())
-                    })
-                    .sum()
-            })
-            .unwrap_or(0.0),
-    }
-}
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -427,7 +395,10 @@ async fn main() -> anyhow::Result<()> {
         let subscribers = if is_wasm { &bench.wasm } else { &bench.native };
         let pipeline = bench.start(subscribers).await?;
         let started = Instant::now();
-        let (host_cpu, pg_cpu) = (cpu_seconds(None), cpu_seconds(Some("postgres")));
+        let (host_cpu, pg_cpu) = (
+            common::cpu_seconds(None),
+            common::cpu_seconds(Some("postgres")),
+        );
         let done = if is_wasm {
             &mut wasm_done
         } else {
@@ -438,8 +409,8 @@ async fn main() -> anyhow::Result<()> {
         let rate = events as f64 / started.elapsed().as_secs_f64();
         let per_event = |cpu: f64| 1e6 * cpu / events as f64;
         let (host_cpu, pg_cpu) = (
-            per_event(cpu_seconds(None) - host_cpu),
-            per_event(cpu_seconds(Some("postgres")) - pg_cpu),
+            per_event(common::cpu_seconds(None) - host_cpu),
+            per_event(common::cpu_seconds(Some("postgres")) - pg_cpu),
         );
         let per_delivery = bench.mean_handler_ms(&pipeline).await?;
         bench.stop(pipeline).await?;

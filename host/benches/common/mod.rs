@@ -69,3 +69,35 @@ pub async fn sink_queue(
     }
     Ok(queue)
 }
+
+/// CPU seconds (user + system) used so far by processes named `comm`, or by this process.
+pub fn cpu_seconds(comm: Option<&str>) -> f64 {
+    let ticks = |stat: &str| -> f64 {
+        // Fields after the parenthesised name: utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (field(11) + field(12)) / 100.0
+    };
+    match comm {
+        None => ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default()),
+        Some(name) => std::fs::read_dir("/proc")
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| {
+                        std::fs::read_to_string(e.path().join("comm"))
+                            .is_ok_and(|c| c.trim() == name)
+                    })
+                    .map(|e| {
+                        ticks(&std::fs::read_to_string(e.path().join("stat")).unwrap_or_default())
+                    })
+                    .sum()
+            })
+            .unwrap_or(0.0),
+    }
+}

@@ -130,6 +130,35 @@ async fn raw_publish(
     Ok(messages.len() as f64 / start.elapsed().as_secs_f64())
 }
 
+/// CPU used by this process, PostgreSQL and RabbitMQ since a point, for where each
+/// contender's time goes.
+struct Cpu([f64; 3]);
+
+impl Cpu {
+    fn read() -> [f64; 3] {
+        [
+            common::cpu_seconds(None),
+            common::cpu_seconds(Some("postgres")),
+            common::cpu_seconds(Some("beam.smp")),
+        ]
+    }
+
+    fn now() -> Self {
+        Self(Self::read())
+    }
+
+    fn per_message(&self, messages: usize) -> String {
+        let now = Self::read();
+        let us = |i: usize| (now[i] - self.0[i]) * 1e6 / messages as f64;
+        format!(
+            "bench process {:.0} µs, PostgreSQL {:.0} µs, RabbitMQ {:.0} µs",
+            us(0),
+            us(1),
+            us(2)
+        )
+    }
+}
+
 /// The relay's settings: defaults, or `EVENTHOST_BENCH_BATCH`, `EVENTHOST_BENCH_WORKERS`
 /// and `EVENTHOST_BENCH_PIPELINE` to explore others.
 fn relay_config() -> RelayConfig {
@@ -296,7 +325,9 @@ async fn main() -> anyhow::Result<()> {
         channel
             .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
             .await?;
+        let cpu = Cpu::now();
         let r = raw_publish(&channel, &broker.exchange, &messages).await?;
+        let raw_cpu = cpu.per_message(BACKLOG);
         channel
             .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
             .await?;
@@ -309,7 +340,9 @@ async fn main() -> anyhow::Result<()> {
         sqlx::query("VACUUM ANALYZE outbox_events")
             .execute(&pool)
             .await?;
+        let cpu = Cpu::now();
         let y = relay_drain(&pool, &broker).await?;
+        let relay_cpu = cpu.per_message(BACKLOG);
         let p = match &peer {
             Some(binary) => {
                 channel
@@ -326,6 +359,7 @@ async fn main() -> anyhow::Result<()> {
             "round {round}: raw lapin {r:.0} msg/s (minimal properties {l:.0}), relay {y:.0} events/s: relay / raw {:.1} %{p}",
             100.0 * y / r
         );
+        println!("  CPU per message: raw {raw_cpu}; relay {relay_cpu}");
         raw.push(r);
         light.push(l);
         relayed.push(y);
