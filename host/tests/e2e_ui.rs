@@ -331,3 +331,54 @@ async fn a_refused_plugin_file_shows_with_its_reason() {
     assert!(plugins.contains(r#"data-plugin="probe""#));
     world.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_plugin_shows_draining_while_a_read_it_began_runs() {
+    let world = ServeWorld::start(&["probe"]).await;
+    let http = client();
+    let slow = {
+        let url = format!("{}/plugins/probe/sleep/3000", world.api);
+        let http = http.clone();
+        tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::remove_file(world.plugin_dir().join("probe.wasm")).unwrap();
+    let row = async |http: &reqwest::Client| {
+        let page = http
+            .get(format!("{}/ui/part/plugins", world.api))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        page.find(r#"data-plugin="probe""#).map(|at| {
+            let row = &page[at..];
+            row[..row.find("</tr>").unwrap_or(row.len())].to_string()
+        })
+    };
+    let start = std::time::Instant::now();
+    loop {
+        match row(&http).await {
+            Some(r) if r.contains("draining") => break,
+            other => assert!(
+                start.elapsed() < Duration::from_millis(2400),
+                "no draining row while the read runs: {other:?}\n{}",
+                world.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "the read finished on its version"
+    );
+    let start = std::time::Instant::now();
+    while let Some(r) = row(&http).await {
+        assert!(start.elapsed() < WAIT, "still listed once drained: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    world.finish().await;
+}

@@ -17,6 +17,7 @@ mod partitions;
 mod queue;
 pub mod registry;
 mod reroute;
+pub mod retired;
 pub mod watcher;
 
 pub use registry::{Registry, SlotStatus};

@@ -4,6 +4,7 @@
 //! through a watch channel.
 
 use super::journal::Journal;
+use super::retired::{Draining, Retired};
 use super::{Subscriber, Target};
 use crate::event::Event;
 use crate::runtime::{Invocation, Plugin, PluginName};
@@ -99,6 +100,8 @@ pub struct Registry {
     /// Why each plugin's newest file was refused, until a version of it loads or its
     /// file is removed.
     refused_now: RwLock<BTreeMap<String, String>>,
+    /// Versions replaced or removed while work they began may still run.
+    retired: Retired,
 }
 
 impl Default for Registry {
@@ -109,6 +112,7 @@ impl Default for Registry {
             journal: Journal::default(),
             loading: RwLock::default(),
             refused_now: RwLock::default(),
+            retired: Retired::default(),
         }
     }
 }
@@ -133,6 +137,11 @@ impl Registry {
     pub fn refused_now(&self) -> BTreeMap<String, String> {
         let refused = self.refused_now.read().unwrap_or_else(|e| e.into_inner());
         refused.clone()
+    }
+
+    /// Versions that stopped serving while work they began still runs.
+    pub fn draining(&self) -> Vec<Draining> {
+        self.retired.draining()
     }
 
     /// Marks `name` as having a file loading now, or no longer.
@@ -178,6 +187,7 @@ impl Registry {
                         &mut *slot.current.write().unwrap_or_else(|e| e.into_inner()),
                         plugin,
                     );
+                    self.retired.retire(&old);
                     let mut current = slot.status.write().unwrap_or_else(|e| e.into_inner());
                     let changed = old.subscriptions() != status.subscriptions.as_slice();
                     tracing::info!(plugin = %status.name, from = %current.version, to = %status.version, "plugin replaced");
@@ -221,8 +231,11 @@ impl Registry {
             .slots
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(name)
-            .is_some();
+            .remove(name);
+        if let Some(slot) = &removed {
+            self.retired.retire(&slot.current());
+        }
+        let removed = removed.is_some();
         if removed {
             self.publish();
         }

@@ -139,6 +139,14 @@ fn plugin_rows(state: &ApiState) -> Vec<PluginRow> {
     let sampled = |name: &str| latest.as_ref().and_then(|s| s.plugins.get(name)).cloned();
     let mut rows: BTreeMap<String, PluginRow> = BTreeMap::new();
     let loading = state.registry.loading();
+    let draining = state.registry.draining();
+    let draining_of = |name: &str| -> Vec<String> {
+        draining
+            .iter()
+            .filter(|d| d.plugin == name)
+            .map(|d| d.version.clone())
+            .collect()
+    };
     for status in state.registry.statuses() {
         let sample = sampled(&status.name).unwrap_or_default();
         rows.insert(
@@ -148,6 +156,7 @@ fn plugin_rows(state: &ApiState) -> Vec<PluginRow> {
                 summary: state.metrics.plugin_summary(&status.name),
                 refusal: status.last_error.clone(),
                 loading: loading.contains(&status.name),
+                draining: draining_of(&status.name),
                 status: Some(status),
                 depth: sample.depth,
                 dead: sample.dead,
@@ -160,11 +169,12 @@ fn plugin_rows(state: &ApiState) -> Vec<PluginRow> {
         status: None,
         refusal,
         loading: loading.iter().any(|l| l == name),
+        draining: draining_of(name),
         summary: Default::default(),
         depth: None,
         dead: None,
     };
-    for name in &loading {
+    for name in draining.iter().map(|d| &d.plugin).chain(&loading) {
         rows.entry(name.clone())
             .or_insert_with(|| unloaded(name, None));
     }

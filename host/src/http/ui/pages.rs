@@ -22,6 +22,8 @@ pub struct PluginRow {
     pub refusal: Option<String>,
     /// A file of this name is loading now.
     pub loading: bool,
+    /// Versions of it that stopped serving while work they began still runs.
+    pub draining: Vec<String>,
     pub summary: PluginSummary,
     pub depth: Option<u64>,
     pub dead: Option<u64>,
@@ -143,12 +145,16 @@ pub fn plugins(rows: &[PluginRow], layout: &Layout, access: &Access) -> Markup {
                             } @else { "–" }
                         }
                         td.state {
-                            @match (&row.status, row.loading) {
-                                (Some(s), _) => span class=(format!("state {}", s.state)) { (s.state) },
-                                (None, true) => span.state.loading { "loading" },
-                                (None, false) => span.state.refused { "refused" },
+                            @match (&row.status, row.loading, row.draining.is_empty()) {
+                                (Some(s), _, _) => span class=(format!("state {}", s.state)) { (s.state) },
+                                (None, true, _) => span.state.loading { "loading" },
+                                (None, false, false) => span.state.draining { "draining" },
+                                (None, false, true) => span.state.refused { "refused" },
                             }
                             @if row.loading && row.status.is_some() { div.hint { "a new version is loading" } }
+                            @if !row.draining.is_empty() {
+                                div.hint { "draining: " (row.draining.join(", ")) " (work it began is finishing)" }
+                            }
                             @if let Some(reason) = &row.refusal { div.reason { (reason) } }
                         }
                         td.subscriptions {
