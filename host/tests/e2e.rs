@@ -112,15 +112,7 @@ async fn on_read_repair_creates_missing_stats_once() {
         (200, Value::Bool(false))
     );
     // The dashboard lists the repair once: the second read wrote nothing.
-    let activity = reqwest::Client::new()
-        .get(format!("{}/ui/part/activity", world.api))
-        .bearer_auth(common::serve::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let activity = world.ui_part("activity").await;
     assert_eq!(
         activity.matches(&format!("stats/{lost}")).count(),
         1,

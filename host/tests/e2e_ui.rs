@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::serve::{Extra, ServeWorld, ADMIN_TOKEN};
+use common::serve::{plugin_row, Extra, ServeWorld, ADMIN_TOKEN};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -164,15 +164,7 @@ async fn the_dashboard_needs_the_token_and_its_forms_need_the_csrf_token() {
     .execute(&world.pool)
     .await
     .unwrap();
-    let listed = http
-        .get(url("/ui/part/outbox"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let listed = world.ui_part("outbox").await;
     assert!(listed.contains(&dead.to_string()), "{listed}");
     assert!(
         listed.contains("&lt;script&gt;window.__eventhostXss=1&lt;/script&gt;")
@@ -290,24 +282,9 @@ async fn a_refused_plugin_file_shows_with_its_reason() {
         b"not a component <b>",
     )
     .unwrap();
-    let http = client();
-    let part = |name: &'static str| {
-        let http = http.clone();
-        let url = format!("{}/ui/part/{name}", world.api);
-        async move {
-            http.get(url)
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
     let start = std::time::Instant::now();
     let plugins = loop {
-        let plugins = part("plugins").await;
+        let plugins = world.ui_part("plugins").await;
         if plugins.contains(r#"data-plugin="broken""#) {
             break plugins;
         }
@@ -318,14 +295,13 @@ async fn a_refused_plugin_file_shows_with_its_reason() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let row = &plugins[plugins.find(r#"data-plugin="broken""#).unwrap()..];
-    let row = &row[..row.find("</tr>").unwrap()];
+    let row = plugin_row(&plugins, "broken").unwrap();
     assert!(row.contains("refused"), "{row}");
     assert!(
         row.contains(r#"class="reason""#),
         "the reason is shown: {row}"
     );
-    let activity = part("activity").await;
+    let activity = world.ui_part("activity").await;
     assert!(activity.contains("broken"), "{activity}");
     // The plugin that loaded keeps serving beside it.
     assert!(plugins.contains(r#"data-plugin="probe""#));
@@ -343,24 +319,10 @@ async fn a_removed_plugin_shows_draining_while_a_read_it_began_runs() {
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::remove_file(world.plugin_dir().join("probe.wasm")).unwrap();
-    let row = async |http: &reqwest::Client| {
-        let page = http
-            .get(format!("{}/ui/part/plugins", world.api))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        page.find(r#"data-plugin="probe""#).map(|at| {
-            let row = &page[at..];
-            row[..row.find("</tr>").unwrap_or(row.len())].to_string()
-        })
-    };
+    let row = async || plugin_row(&world.ui_part("plugins").await, "probe");
     let start = std::time::Instant::now();
     loop {
-        match row(&http).await {
+        match row().await {
             Some(r) if r.contains("draining") => break,
             other => assert!(
                 start.elapsed() < Duration::from_millis(2400),
@@ -376,7 +338,7 @@ async fn a_removed_plugin_shows_draining_while_a_read_it_began_runs() {
         "the read finished on its version"
     );
     let start = std::time::Instant::now();
-    while let Some(r) = row(&http).await {
+    while let Some(r) = row().await {
         assert!(start.elapsed() < WAIT, "still listed once drained: {r}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

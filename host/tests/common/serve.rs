@@ -414,6 +414,19 @@ listen = "127.0.0.1:{auth_port}"
         )
     }
 
+    /// One section of the dashboard (`/ui/part/<section>`), as the admin sees it.
+    pub async fn ui_part(&self, section: &str) -> String {
+        self.http
+            .get(format!("{}/ui/part/{section}", self.api))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET a dashboard section")
+            .text()
+            .await
+            .expect("the section's HTML")
+    }
+
     pub async fn metric(&self, name: &str, plugin: &str) -> f64 {
         let (_, body) = self.get("/metrics").await;
         let text = body.as_str().unwrap_or_default().to_string();
@@ -634,4 +647,10 @@ impl ServeWorld {
             expected_users
         );
     }
+}
+
+/// A plugin's row (`<tr data-plugin="...">` to its `</tr>`) in a dashboard section.
+pub fn plugin_row(page: &str, plugin: &str) -> Option<String> {
+    let row = &page[page.find(&format!(r#"data-plugin="{plugin}""#))?..];
+    Some(row[..row.find("</tr>")?].to_string())
 }
