@@ -23,12 +23,7 @@ pub fn authorize(configured: Option<&Secret>, headers: &HeaderMap) -> Result<(),
             "the admin API is disabled: set http.admin_token or EVENTHOST_ADMIN_TOKEN",
         )));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if same(given.as_bytes(), token.expose().as_bytes()) {
+    if bearer_matches(token, headers) {
         return Ok(());
     }
     let mut denied = error(
@@ -40,6 +35,16 @@ pub fn authorize(configured: Option<&Secret>, headers: &HeaderMap) -> Result<(),
         header::HeaderValue::from_static("Bearer"),
     );
     Err(Box::new(denied))
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`, compared in constant time.
+pub(super) fn bearer_matches(token: &Secret, headers: &HeaderMap) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    same(given.as_bytes(), token.expose().as_bytes())
 }
 
 /// Compares the digests, so the time taken says nothing about where the values differ or
