@@ -159,7 +159,6 @@ fn plugin_rows(state: &ApiState) -> Vec<PluginRow> {
                 draining: draining_of(&status.name),
                 status: Some(status),
                 depth: sample.depth,
-                dead: sample.dead,
             },
         );
     }
@@ -172,7 +171,6 @@ fn plugin_rows(state: &ApiState) -> Vec<PluginRow> {
         draining: draining_of(name),
         summary: Default::default(),
         depth: None,
-        dead: None,
     };
     for name in draining.iter().map(|d| &d.plugin).chain(&loading) {
         rows.entry(name.clone())
@@ -203,7 +201,20 @@ async fn section(state: &ApiState, access: &Access, name: &str) -> Option<Markup
     Some(match name {
         "plugins" => pages::plugins(&plugin_rows(state), &layout(state), access),
         "flow" => pages::flow(&board.history.samples(), &state.registry.names()),
-        "dead-letters" => pages::dead_letter_index(&plugin_rows(state)),
+        // Names and the sampled depth only: no counters or percentiles to compute again.
+        "dead-letters" => {
+            let latest = board.history.latest();
+            let plugins: Vec<(String, Option<u64>)> = state
+                .registry
+                .names()
+                .into_iter()
+                .map(|name| {
+                    let dead = latest.as_ref().and_then(|s| s.plugins.get(&name)?.dead);
+                    (name, dead)
+                })
+                .collect();
+            pages::dead_letter_index(&plugins)
+        }
         "outbox" => match crate::outbox::dead_rows(&state.pool, DEAD_ROWS_SHOWN).await {
             Ok(rows) => pages::outbox(&rows, access),
             Err(e) => pages::notice(&format!("cannot read the outbox: {e}")),

@@ -26,7 +26,6 @@ pub struct PluginRow {
     pub draining: Vec<String>,
     pub summary: PluginSummary,
     pub depth: Option<u64>,
-    pub dead: Option<u64>,
 }
 
 /// The consumer's layout, shown beside each plugin.
@@ -203,17 +202,18 @@ pub fn flow(samples: &[Sample], plugins: &[String]) -> Markup {
     }
 }
 
-pub fn dead_letter_index(rows: &[PluginRow]) -> Markup {
+/// The loaded plugins with their dead-letter queue's depth at the latest sample.
+pub fn dead_letter_index(plugins: &[(String, Option<u64>)]) -> Markup {
     html! {
         h2 { "Dead letters" }
         table {
             thead { tr { th { "plugin" } th.num { "in its dead-letter queue" } th {} } }
             tbody {
-                @for row in rows.iter().filter(|r| r.status.is_some()) {
-                    tr data-plugin=(row.name) {
-                        td { (row.name) }
-                        td.num.dead { (count(row.dead)) }
-                        td { a href=(format!("/ui/dead/{}", row.name)) { "open" } }
+                @for (name, dead) in plugins {
+                    tr data-plugin=(name) {
+                        td { (name) }
+                        td.num.dead { (count(*dead)) }
+                        td { a href=(format!("/ui/dead/{name}")) { "open" } }
                     }
                 }
             }
