@@ -7,6 +7,7 @@ use super::headers;
 use crate::broker::topology::PluginQueues;
 use crate::broker::{self, BrokerError};
 use crate::broker::{publish_confirmed, To};
+use crate::capabilities::log::truncate;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -172,6 +173,10 @@ pub struct Inspected {
 
 /// Bytes of a body [`inspect`] keeps.
 pub const BODY_SHOWN: usize = 64 << 10;
+/// Headers [`inspect`] keeps per letter, and bytes of each value: any AMQP client may
+/// have published the message, with tables as large as the broker allows.
+const HEADERS_SHOWN: usize = 64;
+const HEADER_SHOWN: usize = 1024;
 
 /// The first `limit` dead letters in full, without removing them.
 pub async fn inspect(
@@ -195,7 +200,8 @@ pub async fn inspect(
                     table
                         .inner()
                         .iter()
-                        .map(|(k, v)| (k.to_string(), headers::display(v)))
+                        .take(HEADERS_SHOWN)
+                        .map(|(k, v)| (k.to_string(), truncate(headers::display(v), HEADER_SHOWN)))
                         .collect()
                 })
                 .unwrap_or_default();
