@@ -229,6 +229,13 @@ impl Metrics {
         self.inner.recent.failed(plugin, error);
     }
 
+    /// Deliveries the plugin finished (handled and duplicates), for rates.
+    pub fn delivered(&self, plugin: &str) -> u64 {
+        let label = label(plugin);
+        let count = |d: Disposition| self.family(d).get_or_create(&label).get();
+        count(Disposition::Handled) + count(Disposition::Duplicate)
+    }
+
     /// The plugin's counters and recent figures, for the dashboard.
     pub fn plugin_summary(&self, plugin: &str) -> PluginSummary {
         let label = label(plugin);

@@ -137,8 +137,7 @@ async fn take(
     let mut plugins = BTreeMap::new();
     let connected = connect(&sources.broker, broker).await;
     for name in sources.registry.names() {
-        let summary = sources.metrics.plugin_summary(&name);
-        let delivered = summary.handled + summary.duplicates;
+        let delivered = sources.metrics.delivered(&name);
         let before = counters.delivered.insert(name.clone(), delivered);
         let queues = PluginQueues::of(&sources.consumer, &name);
         // A channel per plugin: a queue not declared yet closes the channel it was asked on.
