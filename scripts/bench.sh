@@ -21,7 +21,8 @@ fi
 if [[ "$which" == all || "$which" == relay ]]; then
   # The peer relay (ruststream-sqlx, on sqlx 0.9) is its own package, built only here.
   cargo build --release --locked -p eventhost-peer-relay
-  EVENTHOST_PEER_RELAY="${CARGO_TARGET_DIR:-target}/release/peer-relay" \
+  # Absolute: the bench runs in the package's directory, not here.
+  EVENTHOST_PEER_RELAY="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/peer-relay" \
     cargo bench --locked -p eventhost --bench relay
 fi
 if [[ "$which" == all || "$which" == pipeline ]]; then

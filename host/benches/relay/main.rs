@@ -7,6 +7,9 @@
 //!   accepts with confirms on this machine. Also the same bodies with only delivery
 //!   mode, content type and message id (`minimal properties`), which the broker takes
 //!   faster;
+//! * `floor`: the same backlog read in `seq` order 500 rows at a time, with no lock,
+//!   order probe or mark, built and sent the relay's way: the least any relay that
+//!   reads its rows from PostgreSQL can do;
 //! * `relay`: a backlog of 100 000 outbox rows (10 000 aggregates × 10 events) drained
 //!   by one relay with default settings, counted when rows are marked published;
 //! * `peer`: `bench/peer-relay` (ruststream-sqlx's row-lock task queue, lapin with
@@ -29,7 +32,7 @@ use eventhost::outbox::{self, NewEvent, Relay};
 use lapin::options::{
     BasicPublishOptions, ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties, PublisherConfirm};
 use sqlx::PgPool;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -88,46 +91,116 @@ async fn fill(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The raw publisher: the relay's messages, built beforehand, sent the way the relay
-/// sends them (each publish polled once, in order, so one hand-off to lapin's I/O thread
-/// carries a whole slice), with a sliding window of up to 1,000 unconfirmed messages.
+/// Sends messages the way the relay sends them: each publish polled once, in order, so
+/// one hand-off to lapin's I/O thread carries a whole slice, with a sliding window of up
+/// to 1,000 unconfirmed messages.
+struct Sender<'a> {
+    channel: &'a Channel,
+    exchange: &'a str,
+    window: VecDeque<PublisherConfirm>,
+}
+
+impl<'a> Sender<'a> {
+    const SLICE: usize = 250;
+    const WINDOW: usize = 1000;
+
+    fn new(channel: &'a Channel, exchange: &'a str) -> Self {
+        let window = VecDeque::with_capacity(Self::WINDOW + Self::SLICE);
+        Self {
+            channel,
+            exchange,
+            window,
+        }
+    }
+
+    async fn send(&mut self, messages: &[outbox::Outgoing]) -> anyhow::Result<()> {
+        for slice in messages.chunks(Self::SLICE) {
+            let mut sends = Vec::with_capacity(slice.len());
+            for message in slice {
+                let mut publish = Box::pin(self.channel.basic_publish(
+                    self.exchange.into(),
+                    message.routing_key.clone(),
+                    BasicPublishOptions::default(),
+                    &message.body,
+                    message.properties.clone(),
+                ));
+                let first = futures_lite::future::poll_once(publish.as_mut()).await;
+                sends.push((publish, first));
+            }
+            for (publish, first) in sends {
+                let confirm = match first {
+                    Some(sent) => sent?,
+                    None => publish.await?,
+                };
+                self.window.push_back(confirm);
+            }
+            while self.window.len() > Self::WINDOW {
+                anyhow::ensure!(self.window.pop_front().unwrap().await?.is_ack(), "nack");
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(self) -> anyhow::Result<()> {
+        for confirm in self.window {
+            anyhow::ensure!(confirm.await?.is_ack(), "nack");
+        }
+        Ok(())
+    }
+}
+
+/// The raw publisher: the relay's messages, built beforehand, sent the relay's way.
 async fn raw_publish(
     channel: &Channel,
     exchange: &str,
     messages: &[outbox::Outgoing],
 ) -> anyhow::Result<f64> {
-    const SLICE: usize = 250;
-    const WINDOW: usize = 1000;
     let start = Instant::now();
-    let mut window = VecDeque::with_capacity(WINDOW + SLICE);
-    for slice in messages.chunks(SLICE) {
-        let mut sends = Vec::with_capacity(slice.len());
-        for message in slice {
-            let mut publish = Box::pin(channel.basic_publish(
-                exchange.into(),
-                message.routing_key.clone(),
-                BasicPublishOptions::default(),
-                &message.body,
-                message.properties.clone(),
-            ));
-            let first = futures_lite::future::poll_once(publish.as_mut()).await;
-            sends.push((publish, first));
-        }
-        for (publish, first) in sends {
-            let confirm = match first {
-                Some(sent) => sent?,
-                None => publish.await?,
-            };
-            window.push_back(confirm);
-        }
-        while window.len() > WINDOW {
-            anyhow::ensure!(window.pop_front().unwrap().await?.is_ack(), "nack");
-        }
-    }
-    for confirm in window {
-        anyhow::ensure!(confirm.await?.is_ack(), "nack");
-    }
+    let mut sender = Sender::new(channel, exchange);
+    sender.send(messages).await?;
+    sender.finish().await?;
     Ok(messages.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The next 500 backlog rows after `seq`, as the relay's claim returns them but with
+/// no lock and no order probe.
+async fn read_after(pool: &PgPool, seq: i64) -> anyhow::Result<Vec<outbox::ClaimedRow>> {
+    Ok(sqlx::query_as(
+        "SELECT ctid::text AS ctid, seq, event_id, aggregate_type, aggregate_id, event_type, \
+                source, payload, schema_version, occurred_at, headers, \
+                NULL::bigint AS previous_seq, NULL::timestamptz AS previous_retry_at \
+         FROM outbox_events WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT 500",
+    )
+    .bind(seq)
+    .fetch_all(pool)
+    .await?)
+}
+
+fn build_all(rows: Vec<outbox::ClaimedRow>) -> anyhow::Result<Vec<outbox::Outgoing>> {
+    rows.into_iter()
+        .map(|row| outbox::build_message(row, usize::MAX).map_err(|e| anyhow::anyhow!(e)))
+        .collect()
+}
+
+/// The floor of any outbox relay: reads the backlog's rows in `seq` order, 500 at a
+/// time (no lock, no order probe, no mark), builds each message with the relay's code
+/// and sends it the relay's way. No relay can read its rows from PostgreSQL for less;
+/// the rows stay pending for the relay's own run.
+async fn floor_drain(pool: &PgPool, channel: &Channel, exchange: &str) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut sender = Sender::new(channel, exchange);
+    let (mut after, mut sent) = (i64::MIN, 0usize);
+    loop {
+        let rows = read_after(pool, after).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        let messages = build_all(rows)?;
+        sent += messages.len();
+        sender.send(&messages).await?;
+    }
+    sender.finish().await?;
+    anyhow::ensure!(sent == BACKLOG, "the floor read {sent} rows");
+    Ok(sent as f64 / start.elapsed().as_secs_f64())
 }
 
 /// CPU used by this process, PostgreSQL and RabbitMQ since a point, for where each
@@ -266,28 +339,23 @@ async fn main() -> anyhow::Result<()> {
     let bound = std::env::var("EVENTHOST_BENCH_NO_QUEUE").is_err();
     let queue = common::sink_queue(&channel, &broker.exchange, bound).await?;
 
-    // The raw publisher sends exactly what the relay sends: the same CloudEvents bodies
-    // with the same properties and headers, built by the relay's own code.
-    let messages: Vec<outbox::Outgoing> = (0..BACKLOG)
-        .map(|i| {
-            let e = event(i % AGGREGATES, i / AGGREGATES);
-            let row = outbox::ClaimedRow {
-                seq: i as i64,
-                event_id: e.id,
-                aggregate_type: e.aggregate_type,
-                aggregate_id: e.aggregate_id,
-                event_type: e.event_type,
-                source: e.source,
-                payload: e.payload,
-                schema_version: e.schema_version as i32,
-                occurred_at: e.occurred_at,
-                headers: serde_json::to_value(&e.headers).unwrap(),
-                previous_seq: None,
-                previous_retry_at: None,
-            };
-            outbox::build_message(row, usize::MAX).unwrap()
-        })
-        .collect();
+    // The raw publisher sends exactly what the relay sends: the backlog's rows as
+    // PostgreSQL returns them, made into messages by the relay's own code beforehand.
+    fill(&pool).await?;
+    let mut rows: Vec<outbox::ClaimedRow> = Vec::with_capacity(BACKLOG);
+    loop {
+        let batch = read_after(&pool, rows.last().map_or(i64::MIN, |r| r.seq)).await?;
+        if batch.is_empty() {
+            break;
+        }
+        rows.extend(batch);
+    }
+    let build = Instant::now();
+    let messages = build_all(rows)?;
+    println!(
+        "message build: {:.2} µs per message (this process, alone)",
+        build.elapsed().as_secs_f64() * 1e6 / messages.len() as f64
+    );
     println!("message body: {} bytes", messages[0].body.len());
 
     // The same bodies with only delivery mode, content type and message id: what the raw
@@ -306,8 +374,8 @@ async fn main() -> anyhow::Result<()> {
                 .with_message_id(format!("raw-{i}").into()),
         })
         .collect();
-    let (mut raw, mut light, mut relayed, mut peered) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut light, mut floored, mut relayed, mut peered) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let peer = peer::binary();
     match &peer {
         Some(binary) => {
@@ -341,6 +409,12 @@ async fn main() -> anyhow::Result<()> {
             .execute(&pool)
             .await?;
         let cpu = Cpu::now();
+        let f = floor_drain(&pool, &channel, &broker.exchange).await?;
+        let floor_cpu = cpu.per_message(BACKLOG);
+        channel
+            .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
+            .await?;
+        let cpu = Cpu::now();
         let y = relay_drain(&pool, &broker).await?;
         let relay_cpu = cpu.per_message(BACKLOG);
         let p = match &peer {
@@ -356,18 +430,23 @@ async fn main() -> anyhow::Result<()> {
             None => String::new(),
         };
         println!(
-            "round {round}: raw lapin {r:.0} msg/s (minimal properties {l:.0}), relay {y:.0} events/s: relay / raw {:.1} %{p}",
+            "round {round}: raw lapin {r:.0} msg/s (minimal properties {l:.0}), floor {f:.0} msg/s ({:.1} %), relay {y:.0} events/s: relay / raw {:.1} %{p}",
+            100.0 * f / r,
             100.0 * y / r
         );
-        println!("  CPU per message: raw {raw_cpu}; relay {relay_cpu}");
+        println!("  CPU per message: raw {raw_cpu}; floor {floor_cpu}; relay {relay_cpu}");
         raw.push(r);
+        floored.push(f);
         light.push(l);
         relayed.push(y);
     }
     let (r, l, y) = (median(&mut raw), median(&mut light), median(&mut relayed));
+    let f = median(&mut floored);
     println!(
-        "median: raw lapin {r:.0} msg/s, relay {y:.0} events/s, relay / raw {:.1} % (raw with minimal properties {l:.0} msg/s: relay / that {:.1} %)",
+        "median: raw lapin {r:.0} msg/s, floor {f:.0} msg/s ({:.1} % of raw), relay {y:.0} events/s, relay / raw {:.1} %, relay / floor {:.1} % (raw with minimal properties {l:.0} msg/s: relay / that {:.1} %)",
+        100.0 * f / r,
         100.0 * y / r,
+        100.0 * y / f,
         100.0 * y / l
     );
     if !peered.is_empty() {

@@ -55,23 +55,32 @@ pub(super) fn take(
     Ok((data, headers))
 }
 
-/// Puts the data and the other headers back as structured-mode members.
-pub(super) fn put(map: &mut Map<String, Value>, data: Value, headers: Vec<(String, String)>) {
-    let mut content_type = None;
-    let mut base64 = false;
-    for (name, value) in headers {
-        match name.as_str() {
-            CONTENT_TYPE => content_type = Some(value),
-            BASE64 => base64 = true,
-            _ => {
-                map.insert(name, value.into());
+/// What an event's headers say of its data when it is written in structured mode.
+pub(super) struct Described<'a> {
+    /// `application/json` unless a header says otherwise.
+    pub content_type: &'a str,
+    /// `data`, or `data_base64` for bytes.
+    pub member: &'static str,
+    /// The other headers: extension attributes, members of their own.
+    pub extensions: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Described<'a> {
+    pub(super) fn of(headers: &'a [(String, String)]) -> Self {
+        let mut described = Described {
+            content_type: "application/json",
+            member: "data",
+            extensions: Vec::with_capacity(headers.len()),
+        };
+        for (name, value) in headers {
+            match name.as_str() {
+                CONTENT_TYPE => described.content_type = value,
+                BASE64 => described.member = "data_base64",
+                _ => described.extensions.push((name, value)),
             }
         }
+        described
     }
-    let content_type = content_type.unwrap_or_else(|| "application/json".into());
-    map.insert(CONTENT_TYPE.into(), content_type.into());
-    let member = if base64 { "data_base64" } else { "data" };
-    map.insert(member.into(), data);
 }
 
 /// A binary-mode body whose media type is not JSON, as a structured member: the text, or

@@ -2,6 +2,9 @@
 //! outbox's aggregate type and schema version as extension attributes.
 
 pub mod data;
+mod structured;
+
+pub use structured::{Data, Parts};
 
 use chrono::{DateTime, FixedOffset};
 use serde_json::{Map, Value};
@@ -159,24 +162,24 @@ impl Event {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The structured-mode JSON of this event.
-    pub fn to_json(&self) -> Value {
-        self.clone().into_json()
+    /// The parts of its structured-mode body, borrowed.
+    pub fn parts(&self) -> Parts<'_> {
+        Parts {
+            id: &self.id.0,
+            source: &self.source,
+            event_type: &self.event_type,
+            time: self.time,
+            subject: &self.subject,
+            aggregate_type: &self.aggregate_type,
+            schema_version: self.schema_version,
+            data: Data::Value(&self.data),
+            headers: &self.headers,
+        }
     }
 
-    /// The same, consuming the event (what the relay publishes: no copy of the payload).
-    pub fn into_json(self) -> Value {
-        let mut map = Map::new();
-        map.insert("specversion".into(), "1.0".into());
-        map.insert("id".into(), self.id.to_string().into());
-        map.insert("source".into(), self.source.into());
-        map.insert("type".into(), self.event_type.into());
-        map.insert("time".into(), self.time.to_rfc3339().into());
-        map.insert("subject".into(), self.subject.into());
-        map.insert("aggregatetype".into(), self.aggregate_type.into());
-        map.insert("schemaversion".into(), self.schema_version.into());
-        data::put(&mut map, self.data, self.headers);
-        Value::Object(map)
+    /// The structured-mode JSON of this event.
+    pub fn to_json(&self) -> Value {
+        self.parts().to_value()
     }
 }
 

@@ -55,7 +55,7 @@ pub async fn backfill(
     let until: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
     loop {
         let rows: Vec<(DateTime<Utc>, ClaimedRow)> = sqlx::query_as::<_, Published>(
-            "SELECT published_at, seq, event_id, aggregate_type, aggregate_id, event_type, source,
+            "SELECT published_at, ctid::text AS ctid, seq, event_id, aggregate_type, aggregate_id, event_type, source,
                     payload, schema_version, occurred_at, headers,
                     NULL::bigint AS previous_seq, NULL::timestamptz AS previous_retry_at
              FROM outbox_events

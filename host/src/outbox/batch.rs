@@ -49,6 +49,8 @@ pub struct BatchSettings<'a> {
 /// A message the broker has not confirmed yet.
 struct InFlight {
     event_id: Uuid,
+    /// The row's address, for the mark.
+    ctid: String,
     aggregate: (String, String),
     confirm: PublisherConfirm,
     span: Option<PublishSpan>,
@@ -107,9 +109,9 @@ pub async fn send(
         if held.contains(&aggregate) {
             continue;
         }
-        let event_id = row.event_id;
+        let (event_id, ctid) = (row.event_id, row.ctid.clone());
         match message::build(row, settings.max_message_bytes) {
-            Ok(outgoing) => ready.push((event_id, aggregate, outgoing)),
+            Ok(outgoing) => ready.push((event_id, ctid, aggregate, outgoing)),
             Err(error) => {
                 tracing::warn!(%event_id, %error, "event cannot be published");
                 batch.failures.push(Failure { event_id, error });
@@ -130,13 +132,13 @@ pub async fn send(
 async fn publish_all(
     channel: &Channel,
     exchange: &str,
-    ready: Vec<(Uuid, (String, String), message::Outgoing)>,
+    ready: Vec<(Uuid, String, (String, String), message::Outgoing)>,
     batch: &mut SentBatch,
 ) {
     let mut keys = Vec::with_capacity(ready.len());
     let mut bodies = Vec::with_capacity(ready.len());
     let mut heads = Vec::with_capacity(ready.len());
-    for (event_id, aggregate, outgoing) in ready {
+    for (event_id, ctid, aggregate, outgoing) in ready {
         let span = outgoing.traced.as_ref().and_then(|(id, traceparent)| {
             PublishSpan::start(
                 exchange,
@@ -145,7 +147,7 @@ async fn publish_all(
                 traceparent.as_deref(),
             )
         });
-        keys.push((event_id, aggregate, span));
+        keys.push((event_id, ctid, aggregate, span));
         bodies.push(outgoing.body);
         heads.push((outgoing.routing_key, outgoing.properties));
     }
@@ -161,7 +163,7 @@ async fn publish_all(
         let first = futures_lite::future::poll_once(publish.as_mut()).await;
         publishes.push((publish, first));
     }
-    for ((event_id, aggregate, span), (publish, first)) in keys.into_iter().zip(publishes) {
+    for ((event_id, ctid, aggregate, span), (publish, first)) in keys.into_iter().zip(publishes) {
         let sent = match first {
             Some(result) => result,
             None => publish.await,
@@ -169,6 +171,7 @@ async fn publish_all(
         match sent {
             Ok(confirm) => batch.in_flight.push(InFlight {
                 event_id,
+                ctid,
                 aggregate,
                 confirm,
                 span,
@@ -199,6 +202,7 @@ impl SentBatch {
         for sent in std::mem::take(&mut self.in_flight) {
             let InFlight {
                 event_id,
+                ctid,
                 aggregate,
                 confirm,
                 span,
@@ -214,7 +218,7 @@ impl SentBatch {
             }
             match outcome {
                 Ok(Ok(Confirmation::Ack(_))) => {
-                    published.push(event_id);
+                    published.push(ctid);
                     self.report.confirmed.push(Confirmed {
                         event_id,
                         at: Instant::now(),
@@ -242,6 +246,7 @@ impl SentBatch {
         }
         let confirmed_at = Instant::now();
         let mut tx = self.tx;
+        let published: Vec<&str> = published.iter().map(String::as_str).collect();
         store::mark_published(&mut tx, &published).await?;
         store::postpone(&mut tx, &self.postponed).await?;
         self.report.dead = store::mark_failed(&mut tx, &self.failures, retry).await?;

@@ -5,7 +5,7 @@
 
 use super::store::ClaimedRow;
 use crate::broker::topology::AGGREGATE_HEADER;
-use crate::event::{Event, EventId};
+use crate::event::{Data, Parts};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 use serde_json::Value;
@@ -42,23 +42,27 @@ pub fn build(row: ClaimedRow, max_bytes: usize) -> Result<Outgoing, String> {
         ))),
     );
     let timestamp = row.occurred_at.timestamp().max(0) as u64;
-    let event = Event {
-        id: EventId(row.event_id.to_string()),
-        source: row.source,
-        event_type: row.event_type,
+    let message_id = row.event_id.to_string();
+    let parts = Parts {
+        id: &message_id,
+        source: &row.source,
+        event_type: &row.event_type,
         time: row.occurred_at.fixed_offset(),
-        subject: row.aggregate_id,
-        aggregate_type: row.aggregate_type,
+        subject: &row.aggregate_id,
+        aggregate_type: &row.aggregate_type,
         schema_version: u32::try_from(row.schema_version).unwrap_or(1),
-        data: row.payload,
-        headers,
+        data: Data::Text(&row.payload.0),
+        headers: &headers,
     };
-    let (message_id, routing_key) = (event.id.to_string(), event.event_type.clone());
+    let body = parts.to_vec().map_err(|e| format!("cannot encode: {e}"))?;
     let traced = crate::telemetry::enabled().then(|| {
-        let traceparent = event.header("traceparent").map(str::to_string);
+        let traceparent = headers
+            .iter()
+            .find(|(name, _)| name == "traceparent")
+            .map(|(_, value)| value.clone());
         (message_id.clone(), traceparent)
     });
-    let body = serde_json::to_vec(&event.into_json()).map_err(|e| format!("cannot encode: {e}"))?;
+    let routing_key = row.event_type;
     if body.len() > max_bytes {
         return Err(format!(
             "message of {} bytes exceeds relay.max_message_bytes ({max_bytes})",

@@ -47,13 +47,14 @@ mod tests {
 
     fn row(seq: i64, aggregate: &str, previous: Option<i64>, retry: bool) -> ClaimedRow {
         ClaimedRow {
+            ctid: format!("(0,{seq})"),
             seq,
             event_id: uuid::Uuid::new_v4(),
             aggregate_type: "user".into(),
             aggregate_id: aggregate.into(),
             event_type: "user.updated".into(),
             source: "tests".into(),
-            payload: json!({}),
+            payload: sqlx::types::Json(serde_json::value::to_raw_value(&json!({})).unwrap()),
             schema_version: 1,
             occurred_at: Utc::now(),
             headers: json!({}),

@@ -1,0 +1,79 @@
+//! Writing an event in structured mode. The members go into a map keyed by name, so the
+//! body lists them by name and a header named like a member replaces it, the same for a
+//! parsed [`super::Event`] and for the relay, which writes each outbox row's payload as
+//! the JSON text PostgreSQL returned instead of building a tree from it first.
+
+use super::data;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// An event's data: a parsed value, or JSON text taken as it is.
+#[derive(Debug, Clone, Copy)]
+pub enum Data<'a> {
+    Value(&'a Value),
+    Text(&'a RawValue),
+}
+
+/// Everything a structured-mode body holds, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts<'a> {
+    pub id: &'a str,
+    pub source: &'a str,
+    pub event_type: &'a str,
+    pub time: chrono::DateTime<chrono::FixedOffset>,
+    pub subject: &'a str,
+    pub aggregate_type: &'a str,
+    pub schema_version: u32,
+    pub data: Data<'a>,
+    /// Extension attributes, including the data's own (`datacontenttype`, `database64`).
+    pub headers: &'a [(String, String)],
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Member<'a> {
+    Text(Cow<'a, str>),
+    Number(u32),
+    Value(&'a Value),
+    Json(&'a RawValue),
+}
+
+impl<'a> Parts<'a> {
+    fn members(&self) -> BTreeMap<&'a str, Member<'a>> {
+        let text = |s: &'a str| Member::Text(Cow::Borrowed(s));
+        let mut members = BTreeMap::new();
+        members.insert("specversion", text("1.0"));
+        members.insert("id", text(self.id));
+        members.insert("source", text(self.source));
+        members.insert("type", text(self.event_type));
+        members.insert("time", Member::Text(Cow::Owned(self.time.to_rfc3339())));
+        members.insert("subject", text(self.subject));
+        members.insert("aggregatetype", text(self.aggregate_type));
+        members.insert("schemaversion", Member::Number(self.schema_version));
+        let described = data::Described::of(self.headers);
+        for (name, value) in described.extensions {
+            members.insert(name, text(value));
+        }
+        members.insert(data::CONTENT_TYPE, text(described.content_type));
+        let data = match self.data {
+            Data::Value(value) => Member::Value(value),
+            Data::Text(json) => Member::Json(json),
+        };
+        members.insert(described.member, data);
+        members
+    }
+
+    /// The body's bytes.
+    pub fn to_vec(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&self.members())
+    }
+
+    /// The body as a JSON value.
+    pub fn to_value(&self) -> Value {
+        // Only strings, numbers and JSON already parsed or checked: cannot fail.
+        serde_json::to_value(self.members()).unwrap_or(Value::Null)
+    }
+}
