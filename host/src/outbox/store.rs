@@ -91,10 +91,7 @@ pub async fn postpone(
 /// Marks claimed rows published, by the addresses [`claim`] returned (in the same
 /// transaction). A random-UUID primary key lookup per row cost about a fifth of the
 /// relay's database time; the address is a direct heap fetch.
-pub async fn mark_published(
-    conn: &mut PgConnection,
-    ctids: &[&str],
-) -> Result<(), sqlx::Error> {
+pub async fn mark_published(conn: &mut PgConnection, ctids: &[&str]) -> Result<(), sqlx::Error> {
     if ctids.is_empty() {
         return Ok(());
     }
