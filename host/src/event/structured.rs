@@ -77,3 +77,73 @@ impl<'a> Parts<'a> {
         serde_json::to_value(self.members()).unwrap_or(Value::Null)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parts<'a>(data: Data<'a>, headers: &'a [(String, String)]) -> Parts<'a> {
+        Parts {
+            id: "e-1",
+            source: "tests",
+            event_type: "user.created",
+            time: chrono::DateTime::parse_from_rfc3339("2026-12-06T10:00:00+00:00").unwrap(),
+            subject: "u-1",
+            aggregate_type: "user",
+            schema_version: 2,
+            data,
+            headers,
+        }
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn json_text_is_written_as_the_same_members_as_a_parsed_value() {
+        let value = json!({"name": "Ann", "tags": ["a", {"b": null}], "n": 1.5});
+        // As PostgreSQL prints jsonb: spaces, its own key order.
+        let text = RawValue::from_string(
+            r#"{"n": 1.5, "name": "Ann", "tags": ["a", {"b": null}]}"#.into(),
+        )
+        .unwrap();
+        let headers = pairs(&[("traceparent", "00-ab-cd-01"), ("tenant", "t1")]);
+        let from_text: Value =
+            serde_json::from_slice(&parts(Data::Text(&text), &headers).to_vec().unwrap()).unwrap();
+        let from_value = parts(Data::Value(&value), &headers).to_value();
+        assert_eq!(from_text, from_value);
+        assert_eq!(from_text["data"], value);
+        assert_eq!(from_text["traceparent"], "00-ab-cd-01");
+        assert_eq!(from_text["schemaversion"], 2);
+        assert_eq!(from_text["datacontenttype"], "application/json");
+    }
+
+    #[test]
+    fn the_data_headers_choose_the_member_and_media_type() {
+        let encoded = RawValue::from_string(r#""aGVsbG8=""#.into()).unwrap();
+        let headers = pairs(&[
+            ("datacontenttype", "application/octet-stream"),
+            ("database64", "true"),
+        ]);
+        let body: Value =
+            serde_json::from_slice(&parts(Data::Text(&encoded), &headers).to_vec().unwrap())
+                .unwrap();
+        assert_eq!(body["data_base64"], "aGVsbG8=");
+        assert_eq!(body["datacontenttype"], "application/octet-stream");
+        assert!(body.get("data").is_none() && body.get("database64").is_none());
+    }
+
+    #[test]
+    fn a_header_named_like_a_member_replaces_it_as_before() {
+        let value = json!(1);
+        let headers = pairs(&[("subject", "from-a-header")]);
+        assert_eq!(
+            parts(Data::Value(&value), &headers).to_value()["subject"],
+            "from-a-header"
+        );
+    }
+}
