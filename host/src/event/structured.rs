@@ -66,9 +66,15 @@ impl<'a> Parts<'a> {
         members
     }
 
-    /// The body's bytes.
+    /// The body's bytes, compact: JSON text data (PostgreSQL prints jsonb with a space
+    /// after every `:` and `,`) loses its whitespace, so the body is as long as one
+    /// written from a parsed value, and `relay.max_message_bytes` means what it did.
     pub fn to_vec(&self) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(&self.members())
+        let mut body = serde_json::to_vec(&self.members())?;
+        if let Data::Text(_) = self.data {
+            compact(&mut body);
+        }
+        Ok(body)
     }
 
     /// The body as a JSON value.
@@ -76,6 +82,31 @@ impl<'a> Parts<'a> {
         // Only strings, numbers and JSON already parsed or checked: cannot fail.
         serde_json::to_value(self.members()).unwrap_or(Value::Null)
     }
+}
+
+/// Removes the whitespace between the tokens of a valid JSON text, in place; strings
+/// are kept byte for byte.
+fn compact(json: &mut Vec<u8>) {
+    let (mut in_string, mut escaped) = (false, false);
+    json.retain(|&byte| {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            return true;
+        }
+        match byte {
+            b'"' => {
+                in_string = true;
+                true
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => false,
+            _ => true,
+        }
+    });
 }
 
 #[cfg(test)]
@@ -120,6 +151,22 @@ mod tests {
         assert_eq!(from_text["traceparent"], "00-ab-cd-01");
         assert_eq!(from_text["schemaversion"], 2);
         assert_eq!(from_text["datacontenttype"], "application/json");
+    }
+
+    #[test]
+    fn json_text_data_is_written_compact_with_its_strings_intact() {
+        let text = RawValue::from_string(
+            "{\"a b\": \" x , y : \\\" z \", \"list\": [1, 2.50, {\"k\": \"\\\\\"}],\n\t\"n\": null}".into(),
+        )
+        .unwrap();
+        let body = parts(Data::Text(&text), &[]).to_vec().unwrap();
+        let body = String::from_utf8(body).unwrap();
+        assert!(
+            body.contains(r#""data":{"a b":" x , y : \" z ","list":[1,2.50,{"k":"\\"}],"n":null}"#),
+            "{body}"
+        );
+        let parsed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed["data"]["a b"], " x , y : \" z ");
     }
 
     #[test]

@@ -18,8 +18,9 @@ pub const NOTIFY_CHANNEL: &str = "eventhost_outbox";
 /// A claimed row, with the nearest earlier pending row of its aggregate (if any).
 #[derive(Debug, sqlx::FromRow)]
 pub struct ClaimedRow {
-    /// The row version's address: the batch marks its rows by it (no index lookup),
-    /// which is safe because the claim's lock keeps the version in place until commit.
+    /// The row version's address. A relay batch marks its rows by it (no index lookup),
+    /// which is safe only because [`claim`]'s lock keeps the version in place until the
+    /// batch commits; rows read without that lock (backfill) must never be written by it.
     pub ctid: String,
     pub seq: i64,
     pub event_id: Uuid,
@@ -105,7 +106,13 @@ pub async fn mark_published(conn: &mut PgConnection, ctids: &[&str]) -> Result<(
     .rows_affected();
     if marked != ctids.len() as u64 {
         // Cannot happen while the claim's row locks hold; if it ever does, the rows
-        // stay pending and are published again (at least once), never lost.
+        // stay pending and are published again (at least once), never lost. Logged
+        // here, since the caller reports database errors as an unreachable server.
+        tracing::error!(
+            marked,
+            claimed = ctids.len(),
+            "outbox rows moved while claimed; the batch rolls back and will be published again"
+        );
         return Err(sqlx::Error::Protocol(format!(
             "marked {marked} of {} claimed outbox rows published; the batch rolls back",
             ctids.len()
