@@ -125,10 +125,7 @@ impl SslCluster {
         for (file, to) in [("server.crt", "server.crt"), ("server.key", "server.key")] {
             std::fs::copy(certs.dir.path().join(file), data.join(to)).expect("copy cert");
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = common::serve::free_port();
         let conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nmax_connections = 40\nfsync = off\n",
             dir.path().display()

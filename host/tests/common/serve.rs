@@ -48,7 +48,28 @@ pub struct Extra<'a> {
     pub unready: bool,
 }
 
+/// A port free now, for a host to listen on. Chosen below the kernel's range of
+/// ephemeral ports: a port from `bind(:0)` comes from that range, and while the host
+/// starts (or restarts) any outgoing connection of a test running beside it could be
+/// given the same port ("Address already in use"). Random within the range below, so
+/// parallel tests rarely try the same one, and checked by binding it.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u32;
+    if ephemeral_start > low + 1000 {
+        let span = ephemeral_start - low;
+        let seed = RandomState::new().hash_one(std::process::id());
+        for step in 0..span as u64 {
+            let port = (low as u64 + (seed.wrapping_add(step) % span as u64)) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
