@@ -8,12 +8,7 @@
 # Run: bash bench/clean-session/run.sh   (needs the local PostgreSQL)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bash scripts/services.sh >/dev/null
-PG=(-h 127.0.0.1 -U postgres)
-DB="eventhost_clean_session_$$"
-WORK="$(mktemp -d)"
-trap 'psql "${PG[@]}" -qc "DROP DATABASE IF EXISTS $DB" postgres >/dev/null 2>&1; rm -rf "$WORK"' EXIT
-psql "${PG[@]}" -qc "CREATE DATABASE $DB" postgres
+source bench/scratch-db.sh eventhost_clean_session
 psql "${PG[@]}" -q -d "$DB" -c "CREATE TABLE t (id bigserial PRIMARY KEY, v text)"
 printf 'BEGIN;\nINSERT INTO t (v) VALUES (:client_id);\nCOMMIT;\n' > "$WORK/plain.sql"
 printf 'BEGIN; SELECT pg_catalog.pg_backend_pid();\nINSERT INTO t (v) VALUES (:client_id);\nRESET ALL; UNLISTEN *; CLOSE ALL; DISCARD TEMP; DISCARD SEQUENCES; COMMIT;\n' > "$WORK/clean.sql"

@@ -6,12 +6,7 @@
 # server's time. Run: bash bench/relay-sql/run.sh   (needs the local PostgreSQL)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bash scripts/services.sh >/dev/null
-PG=(-h 127.0.0.1 -U postgres)
-DB="eventhost_relay_sql_$$"
-WORK="$(mktemp -d)"
-trap 'psql "${PG[@]}" -qc "DROP DATABASE IF EXISTS $DB" postgres >/dev/null 2>&1; rm -rf "$WORK"' EXIT
-psql "${PG[@]}" -qc "CREATE DATABASE $DB" postgres
+source bench/scratch-db.sh eventhost_relay_sql
 psql "${PG[@]}" -q -d "$DB" -f migrations/20261123000002_outbox.sql
 
 # $1: the SQL expression of each row's event id.

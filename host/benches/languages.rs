@@ -37,15 +37,6 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// This process's user + system CPU time so far.
-fn process_cpu() -> Duration {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes into the struct we own; RUSAGE_SELF is always valid.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    time(usage.ru_utime) + time(usage.ru_stime)
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -146,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
 
         let mut invoke = Vec::new();
         let mut memory = 0;
-        let cpu_before = process_cpu();
+        let cpu_before = common::cpu_seconds(None);
         for _ in 0..EVENTS {
             let invocation = plugin.handle(&user_created()).await;
             anyhow::ensure!(
@@ -157,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
             invoke.push(invocation.elapsed);
             memory = invocation.memory_bytes;
         }
-        let cpu = (process_cpu() - cpu_before) / EVENTS as u32;
+        let cpu = Duration::from_secs_f64((common::cpu_seconds(None) - cpu_before) / EVENTS as f64);
         rows.push(Row {
             language,
             size: bytes.len(),

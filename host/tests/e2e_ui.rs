@@ -27,6 +27,12 @@ fn hidden_csrf(page: &str) -> String {
     page[at..at + 64].to_string()
 }
 
+/// The page at `url` as the session of `cookie` sees it.
+async fn signed_in_page(http: &reqwest::Client, url: &str, cookie: &str) -> String {
+    let answer = http.get(url).header("cookie", cookie).send().await.unwrap();
+    answer.text().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_needs_the_token_and_its_forms_need_the_csrf_token() {
     let world = ServeWorld::start(&["probe"]).await;
@@ -117,28 +123,12 @@ async fn the_dashboard_needs_the_token_and_its_forms_need_the_csrf_token() {
     assert_eq!(reload.status(), 303);
     // What the action did shows once, on the next page, from the session (not the address).
     assert_eq!(reload.headers()["location"], "/ui");
-    let next = http
-        .get(url("/ui"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let next = signed_in_page(&http, &url("/ui"), &session).await;
     assert!(
         next.contains("Scanning the plugin directory now."),
         "{next}"
     );
-    let again = http
-        .get(url("/ui"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let again = signed_in_page(&http, &url("/ui"), &session).await;
     assert!(!again.contains("Scanning the plugin directory now."));
     // The bearer token acts without a session (scripts; no browser sends it by itself).
     let bearer = http

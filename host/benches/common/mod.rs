@@ -70,7 +70,8 @@ pub async fn sink_queue(
     Ok(queue)
 }
 
-/// CPU seconds (user + system) used so far by processes named `comm`, or by this process.
+/// CPU seconds (user + system) used so far by processes named `comm` (from `/proc`, in
+/// clock ticks), or by this process (from `getrusage`, in microseconds).
 pub fn cpu_seconds(comm: Option<&str>) -> f64 {
     let ticks = |stat: &str| -> f64 {
         // Fields after the parenthesised name: utime and stime are the 12th and 13th.
@@ -85,7 +86,13 @@ pub fn cpu_seconds(comm: Option<&str>) -> f64 {
         (field(11) + field(12)) / 100.0
     };
     match comm {
-        None => ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default()),
+        None => {
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: getrusage writes into the struct we own; RUSAGE_SELF is always valid.
+            unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+            let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            seconds(usage.ru_utime) + seconds(usage.ru_stime)
+        }
         Some(name) => std::fs::read_dir("/proc")
             .map(|dir| {
                 dir.flatten()

@@ -232,14 +232,12 @@ impl Registry {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        if let Some(slot) = &removed {
-            self.retired.retire(&slot.current());
-        }
-        let removed = removed.is_some();
-        if removed {
-            self.publish();
-        }
-        removed
+        let Some(slot) = removed else {
+            return false;
+        };
+        self.retired.retire(&slot.current());
+        self.publish();
+        true
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<PluginName, Arc<Slot>>> {

@@ -229,17 +229,21 @@ impl Metrics {
         self.inner.recent.failed(plugin, error);
     }
 
+    /// The plugin's count of deliveries that ended as `disposition`.
+    fn count(&self, disposition: Disposition, label: &PluginLabel) -> u64 {
+        self.family(disposition).get_or_create(label).get()
+    }
+
     /// Deliveries the plugin finished (handled and duplicates), for rates.
     pub fn delivered(&self, plugin: &str) -> u64 {
         let label = label(plugin);
-        let count = |d: Disposition| self.family(d).get_or_create(&label).get();
-        count(Disposition::Handled) + count(Disposition::Duplicate)
+        self.count(Disposition::Handled, &label) + self.count(Disposition::Duplicate, &label)
     }
 
     /// The plugin's counters and recent figures, for the dashboard.
     pub fn plugin_summary(&self, plugin: &str) -> PluginSummary {
         let label = label(plugin);
-        let count = |d: Disposition| self.family(d).get_or_create(&label).get();
+        let count = |d: Disposition| self.count(d, &label);
         PluginSummary {
             handled: count(Disposition::Handled),
             duplicates: count(Disposition::Duplicate),

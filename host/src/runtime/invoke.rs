@@ -174,9 +174,10 @@ impl Plugin {
                 headers: r.headers,
                 body: r.body,
                 // Committed only below 500 (see `run` above).
-                rows_written: match r.status < 500 {
-                    true => store.data().db.rows_written(),
-                    false => 0,
+                rows_written: if r.status < 500 {
+                    store.data().db.rows_written()
+                } else {
+                    0
                 },
             }),
             Ok(Err(refused)) => Err(Outcome::Permanent(refused)),
